@@ -1,0 +1,46 @@
+# invariant-serve: every target creates the environment it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REPOSITORY ?= model-repository
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: venv test lint typecheck serve train-demo bench deploy-test clean
+
+# The stamp depends on the lock files, so a changed pin reinstalls. torch==2.13.0 resolves to the CPU
+# wheel on these machines; the extra index guard keeps pip from ever pulling a CUDA build elsewhere.
+$(BIN)/.installed: requirements.lock requirements-dev.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q --extra-index-url https://download.pytorch.org/whl/cpu \
+		-r requirements-dev.lock
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+train-demo: venv
+	$(BIN)/python -m training --data digits --arch mlp --hidden 256,256 --norm batch --dropout 0.2 \
+		--weight-decay 5e-4 --epochs 20 --name digits --repository $(REPOSITORY)
+
+# Trains the demo model only when the repository holds no model yet.
+serve: venv
+	@if [ -z "$$(ls -A $(REPOSITORY) 2>/dev/null)" ]; then $(MAKE) train-demo; fi
+	$(BIN)/python -m service --repository $(REPOSITORY) --host $(HOST) --port $(PORT)
+
+bench: venv
+	$(BIN)/python bench/run_bench.py
+
+deploy-test: venv
+	bash deploy/deploy_test.sh
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
