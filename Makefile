@@ -9,10 +9,10 @@ PORT ?= 8000
 .PHONY: venv test lint typecheck serve train-demo bench deploy-test clean
 
 # The stamp depends on the lock files, so a changed pin reinstalls. torch==2.13.0 resolves to the CPU
-# wheel on these machines; the extra index guard keeps pip from ever pulling a CUDA build elsewhere.
+# wheel on these machines (pip finds it on disk), never a CUDA download.
 $(BIN)/.installed: requirements.lock requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q --extra-index-url https://download.pytorch.org/whl/cpu \
+	$(BIN)/pip install --disable-pip-version-check -q \
 		-r requirements-dev.lock
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $@
