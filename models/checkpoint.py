@@ -1,0 +1,227 @@
+"""The one checkpoint format: `<repository>/<name>/<version>/{model.safetensors, manifest.json}`.
+
+Weights are safetensors (never pickle); the architecture is JSON data that `build_model` turns back into
+code from this package. Versions are integers, written atomically (temporary directory, then rename) and
+never overwritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from models.architectures import build_model
+from models.config import ArchConfig, InputSpec, config_from_dict, config_to_dict
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+MANIFEST_FILE = "manifest.json"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be written or loaded; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: int
+    architecture: ArchConfig
+    input: InputSpec
+    class_labels: tuple[str, ...]
+    training: dict[str, Any] = field(default_factory=dict)
+    epochs: tuple[dict[str, float], ...] = ()
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    weights_sha256: str = ""
+    torch_version: str = torch.__version__
+    created_at: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "name": self.name,
+            "version": self.version,
+            "created_at": self.created_at,
+            "architecture": config_to_dict(self.architecture),
+            "input": dataclasses.asdict(self.input),
+            "class_labels": list(self.class_labels),
+            "training": self.training,
+            "epochs": list(self.epochs),
+            "final_metrics": self.final_metrics,
+            "weights_sha256": self.weights_sha256,
+            "torch_version": self.torch_version,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        if data.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"unknown manifest format_version {data.get('format_version')!r} (this server reads "
+                f"{FORMAT_VERSION})"
+            )
+        try:
+            spec = data["input"]
+            return cls(
+                name=str(data["name"]),
+                version=int(data["version"]),
+                architecture=config_from_dict(data["architecture"]),
+                input=InputSpec(
+                    shape=tuple(int(n) for n in spec["shape"]),
+                    dtype=str(spec["dtype"]),
+                    feature_names=tuple(str(f) for f in spec.get("feature_names", ())),
+                ),
+                class_labels=tuple(str(label) for label in data["class_labels"]),
+                training=dict(data.get("training", {})),
+                epochs=tuple(data.get("epochs", ())),
+                final_metrics=dict(data.get("final_metrics", {})),
+                weights_sha256=str(data["weights_sha256"]),
+                torch_version=str(data.get("torch_version", "")),
+                created_at=str(data.get("created_at", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"invalid manifest: {exc!r}") from exc
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def list_versions(repository: Path, name: str) -> list[int]:
+    """Complete versions of `name`, ascending. Temporary directories of unfinished writes are skipped."""
+    model_dir = Path(repository) / name
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(entry.name) for entry in model_dir.iterdir() if entry.name.isdigit() and entry.is_dir())
+
+
+def list_model_names(repository: Path) -> list[str]:
+    root = Path(repository)
+    if not root.is_dir():
+        return []
+    return sorted(e.name for e in root.iterdir() if NAME_PATTERN.match(e.name) and list_versions(root, e.name))
+
+
+def save_checkpoint(repository: Path, model: nn.Module, manifest: Manifest) -> Path:
+    """Write `model` as the next version of `manifest.name`; returns the version directory.
+
+    `manifest.version`, `weights_sha256` and `created_at` are filled in here.
+    """
+    if not NAME_PATTERN.match(manifest.name):
+        raise CheckpointError(f"invalid model name {manifest.name!r}: use letters, digits, '_', '.', '-'")
+    model_dir = Path(repository) / manifest.name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    state = {key: tensor.detach().cpu().contiguous() for key, tensor in model.state_dict().items()}
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
+    try:
+        weights_path = staging / WEIGHTS_FILE
+        save_file(state, str(weights_path))
+        _fsync(weights_path)
+        sha = sha256_of(weights_path)
+        return _publish(staging, model_dir, manifest, sha)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, model_dir: Path, manifest: Manifest, sha: str) -> Path:
+    # rename(2) of a directory onto an existing non-empty one fails, so a concurrent writer that took
+    # the same version number makes us retry with the next one instead of overwriting.
+    while True:
+        version = max(list_versions(model_dir.parent, model_dir.name), default=0) + 1
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+        final = dataclasses.replace(manifest, version=version, weights_sha256=sha, created_at=created)
+        manifest_path = staging / MANIFEST_FILE
+        manifest_path.write_text(json.dumps(final.to_json(), indent=2) + "\n")
+        _fsync(manifest_path)
+        target = model_dir / str(version)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if target.exists():
+                continue
+            raise
+        _fsync_dir(model_dir)
+        return target
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_manifest(version_dir: Path) -> Manifest:
+    path = Path(version_dir) / MANIFEST_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"unreadable manifest {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"manifest {path} is not a JSON object")
+    return Manifest.from_json(data)
+
+
+def load_checkpoint(version_dir: Path) -> tuple[nn.Module, Manifest]:
+    """Rebuild the model of a version directory: sha256 verified, strict load, never unpickles.
+
+    The model is returned as built (training mode); the server decides how to run it.
+    """
+    manifest = read_manifest(version_dir)
+    weights_path = Path(version_dir) / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise CheckpointError(f"missing weights file {weights_path}")
+    actual_sha = sha256_of(weights_path)
+    if actual_sha != manifest.weights_sha256:
+        raise CheckpointError(
+            f"checksum mismatch: {WEIGHTS_FILE} has sha256 {actual_sha}, manifest says {manifest.weights_sha256}"
+        )
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"unreadable weights: {exc}") from exc
+    model = build_model(manifest.architecture)
+    _check_state_keys(model, state)
+    model.load_state_dict(state, strict=True)
+    return model, manifest
+
+
+def _check_state_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        stats = [key for key in missing if key.rsplit(".", 1)[-1] in {"running_mean", "running_var"}]
+        if stats:
+            raise CheckpointError(f"BatchNorm running statistics missing from the weights: {stats}")
+        raise CheckpointError(f"weights missing from the checkpoint: {missing}")
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"unexpected weights in the checkpoint: {unexpected}")
+    for key, tensor in expected.items():
+        if state[key].shape != tensor.shape:
+            raise CheckpointError(f"weight {key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}")
