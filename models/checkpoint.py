@@ -118,7 +118,8 @@ def list_model_names(repository: Path) -> list[str]:
     root = Path(repository)
     if not root.is_dir():
         return []
-    return sorted(e.name for e in root.iterdir() if NAME_PATTERN.match(e.name) and list_versions(root, e.name))
+    names = (entry.name for entry in root.iterdir() if NAME_PATTERN.match(entry.name))
+    return sorted(name for name in names if list_versions(root, name))
 
 
 def save_checkpoint(repository: Path, model: nn.Module, manifest: Manifest) -> Path:
@@ -199,7 +200,8 @@ def load_checkpoint(version_dir: Path) -> tuple[nn.Module, Manifest]:
     actual_sha = sha256_of(weights_path)
     if actual_sha != manifest.weights_sha256:
         raise CheckpointError(
-            f"checksum mismatch: {WEIGHTS_FILE} has sha256 {actual_sha}, manifest says {manifest.weights_sha256}"
+            f"checksum mismatch: {WEIGHTS_FILE} has sha256 {actual_sha}, "
+            f"manifest says {manifest.weights_sha256}"
         )
     try:
         state = load_file(str(weights_path))
@@ -224,4 +226,5 @@ def _check_state_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         raise CheckpointError(f"unexpected weights in the checkpoint: {unexpected}")
     for key, tensor in expected.items():
         if state[key].shape != tensor.shape:
-            raise CheckpointError(f"weight {key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}")
+            got, want = tuple(state[key].shape), tuple(tensor.shape)
+            raise CheckpointError(f"weight {key} has shape {got}, expected {want}")
