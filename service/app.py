@@ -1,0 +1,82 @@
+"""The app factory. No work at import: models load in the lifespan, in a background thread, so the
+liveness probe answers at once and readiness turns true once every model has been verified."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from service import __version__
+from service.errors import ServiceError
+from service.http import json_response
+from service.inference import Inference
+from service.metrics import Metrics
+from service.numerics import pin_numerics
+from service.registry import ModelRegistry
+from service.settings import Settings
+from service.v1 import v1_router
+from service.v2 import v2_router
+
+log = logging.getLogger("invariant.app")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics(settings.chunk_rows)
+    registry = ModelRegistry(settings, metrics)
+    inference = Inference(registry, settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        pin_numerics(settings.threads)
+        registry.discover()
+        threading.Thread(target=registry.load_all, name="model-loader", daemon=True).start()
+        yield
+        registry.stop()
+
+    app = FastAPI(title="invariant-serve", version=__version__, lifespan=lifespan)
+    app.state.registry = registry
+    app.state.settings = settings
+    _install_error_handlers(app)
+    app.include_router(v1_router(inference))
+    app.include_router(v2_router(inference))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for uvicorn worker processes: settings come from INVARIANT_* variables."""
+    return create_app(Settings())
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def service_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServiceError)
+        return json_response({"error": exc.message}, exc.status_code, exc.headers)
+
+    async def http_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return json_response({"error": str(exc.detail)}, exc.status_code, dict(exc.headers or {}))
+
+    async def validation_error(_request: Request, exc: Exception) -> Response:
+        return json_response({"error": f"invalid request: {exc}"}, 400)
+
+    async def unexpected_error(_request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        return json_response({"error": "internal server error"}, 500)
+
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected_error)

@@ -1,0 +1,234 @@
+"""Dynamic batching onto the fixed-shape executor.
+
+Requests for one model version queue up here; a compute thread takes up to C rows at a time from the
+head of the queue (a large request spans chunks, small ones share a chunk), runs one fixed-shape forward,
+and scatters each row's outputs back to the request that owns it. Rows are identified by (request, offset),
+never by position in the chunk, so a result cannot reach another client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import Overloaded, RequestTimeout
+from service.executor import FixedShapeExecutor, Float32Array, Outputs
+from service.metrics import Metrics
+
+log = logging.getLogger("invariant.batcher")
+AUDIT_BACKLOG = 256
+
+
+@dataclass(eq=False)
+class _Request:
+    rows: Float32Array  # (n, *input_shape)
+    future: asyncio.Future[Outputs]
+    loop: asyncio.AbstractEventLoop
+    enqueued_at: float
+    results: Outputs
+    taken: int = 0  # rows handed to the compute thread so far
+    finished: int = 0  # rows whose outputs are stored
+    cancelled: bool = False
+
+    @property
+    def remaining(self) -> int:
+        return self.rows.shape[0] - self.taken
+
+
+@dataclass
+class _Piece:
+    request: _Request
+    start: int
+    stop: int
+
+
+class Batcher:
+    def __init__(
+        self,
+        executor: FixedShapeExecutor,
+        labels: tuple[str, str],
+        metrics: Metrics,
+        max_queue_rows: int,
+        max_queue_delay_s: float = 0.0,
+        audit_fraction: float = 0.0,
+    ) -> None:
+        self.executor = executor
+        self.chunk_rows = executor.chunk_rows
+        self.max_queue_rows = max_queue_rows
+        self.max_queue_delay_s = max_queue_delay_s
+        self.audit_fraction = audit_fraction
+        self._metrics = metrics
+        self._labels = labels
+        self._queue: deque[_Request] = deque()
+        self._queued_rows = 0
+        self._audits: deque[tuple[Float32Array, Outputs]] = deque(maxlen=AUDIT_BACKLOG)
+        self._random = random.Random(0)
+        self._wakeup = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._compute_loop, name=f"batcher-{labels[0]}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify_all()
+        self._thread.join(timeout=5)
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    async def submit(self, rows: Float32Array, timeout_s: float) -> Outputs:
+        """Queue rows (n, *input_shape); resolves with their outputs, or raises Overloaded/RequestTimeout."""
+        loop = asyncio.get_running_loop()
+        count = rows.shape[0]
+        request = _Request(rows, loop.create_future(), loop, time.perf_counter(), _empty_outputs(count, self))
+        with self._wakeup:
+            if self._queued_rows + count > self.max_queue_rows:
+                raise Overloaded(f"queue full: {self._queued_rows} rows waiting (max_queue_rows={self.max_queue_rows})")
+            self._queue.append(request)
+            self._set_queued(self._queued_rows + count)
+            self._wakeup.notify()
+        try:
+            return await asyncio.wait_for(asyncio.shield(request.future), timeout_s)
+        except TimeoutError:
+            self._cancel(request)
+            raise RequestTimeout(f"no answer within {timeout_s:g} s; the request's rows were dropped") from None
+
+    def _cancel(self, request: _Request) -> None:
+        with self._wakeup:
+            if not request.cancelled:
+                request.cancelled = True
+                self._set_queued(self._queued_rows - request.remaining)
+
+    def _set_queued(self, rows: int) -> None:
+        self._queued_rows = rows
+        self._metrics.queue_rows.labels(*self._labels).set(rows)
+
+    def _compute_loop(self) -> None:
+        while True:
+            pieces = self._next_chunk()
+            if pieces is None:
+                return
+            if pieces:
+                self._run_chunk(pieces)
+            if self._audits and (not self._queued_rows or len(self._audits) >= AUDIT_BACKLOG // 2):
+                self._audit_one()
+
+    def _next_chunk(self) -> list[_Piece] | None:
+        """Up to C rows from the head of the queue; [] when only audits are due; None when stopping."""
+        with self._wakeup:
+            while not self._queued_rows and not self._audits and not self._stopping:
+                self._wakeup.wait()
+            if self._stopping:
+                return None
+            self._wait_for_fuller_chunk()
+            pieces: list[_Piece] = []
+            free = self.chunk_rows
+            while free and self._queue:
+                request = self._queue[0]
+                if request.cancelled or request.remaining == 0:
+                    self._queue.popleft()
+                    continue
+                take = min(free, request.remaining)
+                pieces.append(_Piece(request, request.taken, request.taken + take))
+                request.taken += take
+                free -= take
+                if request.remaining == 0:
+                    self._queue.popleft()
+            self._set_queued(self._queued_rows - (self.chunk_rows - free))
+            return pieces
+
+    def _wait_for_fuller_chunk(self) -> None:
+        # Opt-in: a lone request waits up to max_queue_delay for company; 0 (default) never waits.
+        if self.max_queue_delay_s <= 0 or not self._queue:
+            return
+        deadline = self._queue[0].enqueued_at + self.max_queue_delay_s
+        while self._queued_rows < self.chunk_rows and not self._stopping:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return
+            self._wakeup.wait(left)
+
+    def _run_chunk(self, pieces: list[_Piece]) -> None:
+        started = time.perf_counter()
+        rows = np.concatenate([p.request.rows[p.start : p.stop] for p in pieces])  # (k <= C, *input_shape)
+        try:
+            outputs = self.executor.run(rows)
+        except Exception as exc:  # a model error fails its requests, never the compute thread
+            log.exception("chunk failed")
+            for piece in pieces:
+                _resolve(piece.request, exc)
+            return
+        finished = time.perf_counter()
+        self._record_chunk(pieces, rows.shape[0], started, finished)
+        offset = 0
+        for piece in pieces:
+            self._scatter(piece, outputs, offset)
+            offset += piece.stop - piece.start
+
+    def _scatter(self, piece: _Piece, outputs: Outputs, offset: int) -> None:
+        request, count = piece.request, piece.stop - piece.start
+        target, source = request.results, slice(offset, offset + count)
+        target.logits[piece.start : piece.stop] = outputs.logits[source]
+        target.probabilities[piece.start : piece.stop] = outputs.probabilities[source]
+        target.class_index[piece.start : piece.stop] = outputs.class_index[source]
+        request.finished += count
+        if request.finished == request.rows.shape[0]:
+            _resolve(request, target)
+            self._sample_for_audit(request)
+
+    def _record_chunk(self, pieces: list[_Piece], rows: int, started: float, finished: float) -> None:
+        labels = self._labels
+        self._metrics.compute_seconds.labels(*labels).observe(finished - started)
+        self._metrics.chunk_rows.labels(*labels).observe(rows)
+        self._metrics.padding_fraction.labels(*labels).observe(1 - rows / self.chunk_rows)
+        for piece in pieces:
+            if piece.start == 0:
+                self._metrics.queue_seconds.labels(*labels).observe(started - piece.request.enqueued_at)
+
+    def _sample_for_audit(self, request: _Request) -> None:
+        if self.audit_fraction <= 0:
+            return
+        for index in range(request.rows.shape[0]):
+            if self._random.random() < self.audit_fraction:
+                self._audits.append((request.rows[index : index + 1].copy(), request.results.row(index)))
+
+    def _audit_one(self) -> None:
+        """Re-run one served row alone (padded to C like every forward) and compare its bits."""
+        row, served = self._audits.popleft()
+        alone = self.executor.run(row)
+        self._metrics.audit_checks.labels(*self._labels).inc()
+        if not alone.bitwise_equal(served):
+            self._metrics.audit_mismatches.labels(*self._labels).inc()
+            log.error("AUDIT MISMATCH model=%s version=%s: a served row differs from the row alone", *self._labels)
+
+
+def _empty_outputs(count: int, batcher: Batcher) -> Outputs:
+    classes = batcher.executor.num_classes
+    return Outputs(
+        np.empty((count, classes), dtype=np.float32),
+        np.empty((count, classes), dtype=np.float32),
+        np.empty((count,), dtype=np.int64),
+    )
+
+
+def _resolve(request: _Request, result: Outputs | BaseException) -> None:
+    def settle() -> None:
+        if request.future.done():
+            return  # timed out meanwhile
+        if isinstance(result, BaseException):
+            request.future.set_exception(result)
+        else:
+            request.future.set_result(result)
+
+    request.loop.call_soon_threadsafe(settle)

@@ -1,0 +1,64 @@
+"""HTTP plumbing shared by the protocol routes: bounded body reading, JSON parsing, JSON responses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.errors import BadRequest, PayloadTooLarge
+from service.registry import ServedModel
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over `limit` bytes before reading it where possible."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest(f"invalid Content-Length {declared!r}")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+        return await request.body()
+    received = bytearray()
+    async for part in request.stream():  # chunked transfer: count as we go
+        received += part
+        if len(received) > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    return bytes(received)
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Strict JSON, except that NaN/Infinity literals parse (so the row check can name the row)."""
+    if not raw:
+        raise BadRequest("empty request body: expected a JSON object")
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = _parse_lenient(raw)
+    if not isinstance(parsed, dict):
+        raise BadRequest(f"request body must be a JSON object, got {type(parsed).__name__}")
+    return parsed
+
+
+def _parse_lenient(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)  # accepts NaN and Infinity, which orjson refuses
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # orjson writes each float32 (widened exactly to float64) as the shortest decimal that reads back to
+    # the same float64, so parsing the JSON and narrowing to float32 restores the exact bits.
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
+
+
+def model_headers(served: ServedModel) -> dict[str, str]:
+    return {
+        "X-Model-Name": served.name,
+        "X-Model-Version": str(served.version),
+        "X-Model-Sha256": served.sha256,
+    }

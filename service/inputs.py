@@ -1,0 +1,126 @@
+"""Decoding and validating input rows: one place for every rule about what a row may be.
+
+Rows arrive as JSON lists (V1 instances, V2 JSON tensors) or raw little-endian bytes (V2 binary
+extension) and leave as a (N, *input_shape) float32 array, or as a BadRequest naming the first bad row.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from service.errors import BadRequest
+from service.executor import Float32Array
+
+# bool is deliberately absent: JSON true/false is not a feature value, although numpy would take it as 1/0.
+_NUMBER_TYPES = frozenset({float, int})
+
+
+def rows_from_nested(rows: Any, input_shape: tuple[int, ...], what: str = "instances") -> Float32Array:
+    """rows: a list of N rows, each shaped like input_shape (nested lists) or flat -> (N, *input_shape)."""
+    if not isinstance(rows, list):
+        raise BadRequest(f'"{what}" must be a list of rows, got {type(rows).__name__}')
+    if not rows:
+        raise BadRequest(f'"{what}" is empty: send at least one row')
+    row_size = math.prod(input_shape)
+    for index, row in enumerate(rows):
+        problem = _row_problem(row, input_shape, row_size)
+        if problem:
+            raise BadRequest(f"{what} row {index}: {problem}")
+    array = np.asarray(rows, dtype=np.float32)
+    return finite_rows(array.reshape((len(rows), *input_shape)), what)
+
+
+def rows_from_flat(values: Any, shape: tuple[int, ...], input_shape: tuple[int, ...], what: str) -> Float32Array:
+    """A V2 tensor: `values` row-major (flat or nested) with declared `shape` (N, ...) -> (N, *input_shape)."""
+    rows = _batch_count(shape, input_shape, what)
+    if isinstance(values, list) and values and isinstance(values[0], list):
+        array = np.asarray(rows_from_nested(values, _row_shape(shape), what))
+    else:
+        if not isinstance(values, list):
+            raise BadRequest(f'{what} "data" must be a list of numbers')
+        bad = next((i for i, value in enumerate(values) if type(value) not in _NUMBER_TYPES), None)
+        if bad is not None:
+            row_size = math.prod(input_shape)
+            raise BadRequest(f"{what} row {bad // row_size}: element {values[bad]!r} is not a number")
+        array = np.asarray(values, dtype=np.float32)
+    return _shaped(array, shape, rows, input_shape, what)
+
+
+def rows_from_bytes(
+    raw: bytes, datatype: str, shape: tuple[int, ...], input_shape: tuple[int, ...], what: str
+) -> Float32Array:
+    """A V2 binary tensor: little-endian values of `datatype`, row-major, declared `shape`."""
+    rows = _batch_count(shape, input_shape, what)
+    dtype = _BINARY_DTYPES.get(datatype)
+    if dtype is None:
+        raise BadRequest(f"{what}: binary datatype {datatype} is not supported; use FP32 (or FP64)")
+    if len(raw) != math.prod(shape) * dtype.itemsize:
+        raise BadRequest(
+            f"{what}: {len(raw)} bytes of binary data, expected {math.prod(shape) * dtype.itemsize} "
+            f"for shape {list(shape)} of {datatype}"
+        )
+    array = np.frombuffer(raw, dtype=dtype).astype(np.float32)
+    return _shaped(array, shape, rows, input_shape, what)
+
+
+_BINARY_DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+
+
+def finite_rows(array: Float32Array, what: str) -> Float32Array:
+    """Refuse NaN and Infinity (also values beyond float32's range), naming the first such row."""
+    finite = np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)  # (N,)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise BadRequest(f"{what} row {row}: contains NaN or Infinity (or a value beyond float32's range)")
+    return array
+
+
+def _row_problem(row: Any, shape: tuple[int, ...], row_size: int) -> str:
+    """Why `row` is not a valid row ('' when it is). A row is shaped like `shape`, or flat."""
+    if not isinstance(row, list):
+        return f"must be a list of numbers, got {type(row).__name__}"
+    if row and not isinstance(row[0], list):
+        if len(row) != row_size:
+            return f"has {len(row)} values, expected {row_size} (shape {list(shape)})"
+        return _elements_problem(row)
+    if len(shape) == 1:
+        return f"must be a flat list of {row_size} numbers"
+    if len(row) != shape[0]:
+        return f"has {len(row)} entries on its first axis, expected shape {list(shape)}"
+    for part in row:
+        problem = _row_problem(part, shape[1:], math.prod(shape[1:]))
+        if problem:
+            return problem
+    return ""
+
+
+def _elements_problem(values: list[Any]) -> str:
+    if set(map(type, values)) <= _NUMBER_TYPES:
+        return ""
+    bad = next(value for value in values if type(value) not in _NUMBER_TYPES)
+    return f"element {bad!r} is not a number"
+
+
+def _batch_count(shape: tuple[int, ...], input_shape: tuple[int, ...], what: str) -> int:
+    if len(shape) < 2 or shape[0] < 1 or any(n < 0 for n in shape):
+        raise BadRequest(f"{what}: shape {list(shape)} must be [batch, ...] with batch >= 1")
+    if math.prod(shape[1:]) != math.prod(input_shape):
+        raise BadRequest(
+            f"{what}: shape {list(shape)} does not match the model input [-1, {', '.join(map(str, input_shape))}]"
+        )
+    return shape[0]
+
+
+def _row_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape[1:]
+
+
+def _shaped(
+    array: Float32Array, shape: tuple[int, ...], rows: int, input_shape: tuple[int, ...], what: str
+) -> Float32Array:
+    if array.size != math.prod(shape):
+        raise BadRequest(f"{what}: {array.size} values do not fill shape {list(shape)}")
+    return finite_rows(array.reshape((rows, *input_shape)), what)

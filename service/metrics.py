@@ -1,0 +1,83 @@
+"""Prometheus series. One `Metrics` per app; with several worker processes, prometheus-client's
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by the CLI) aggregates them across processes."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MODEL = ("model", "version")
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+FRACTION_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.97, 1.0)
+
+
+class Metrics:
+    def __init__(self, chunk_rows: int) -> None:
+        self._multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        self.registry = CollectorRegistry()
+        # In multiprocess mode the values live in files; registering them here would double count.
+        own = None if self._multiprocess else self.registry
+        row_buckets = tuple(sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, chunk_rows}))
+        self.requests = Counter(
+            "invariant_requests", "Inference requests", (*MODEL, "protocol", "status"), registry=own
+        )
+        self.request_seconds = Histogram(
+            "invariant_request_seconds", "Total request latency", (*MODEL, "protocol"),
+            buckets=LATENCY_BUCKETS, registry=own,
+        )  # fmt: skip
+        self.queue_seconds = Histogram(
+            "invariant_queue_seconds", "Time rows wait before their chunk runs", MODEL,
+            buckets=LATENCY_BUCKETS, registry=own,
+        )  # fmt: skip
+        self.compute_seconds = Histogram(
+            "invariant_compute_seconds", "Time of one C-row forward pass", MODEL,
+            buckets=LATENCY_BUCKETS, registry=own,
+        )  # fmt: skip
+        self.chunk_rows = Histogram(
+            "invariant_chunk_rows", "Real (non-padding) rows per executed chunk", MODEL,
+            buckets=row_buckets, registry=own,
+        )  # fmt: skip
+        self.padding_fraction = Histogram(
+            "invariant_chunk_padding_fraction", "Fraction of each chunk that is zero padding", MODEL,
+            buckets=FRACTION_BUCKETS, registry=own,
+        )  # fmt: skip
+        self.queue_rows = Gauge(
+            "invariant_queue_rows",
+            "Rows waiting to be computed",
+            MODEL,
+            multiprocess_mode="livesum",
+            registry=own,
+        )
+        self.model_ready = Gauge(
+            "invariant_model_ready",
+            "1 when the model serves",
+            MODEL,
+            multiprocess_mode="livemin",
+            registry=own,
+        )
+        self.self_test_passed = Gauge(
+            "invariant_self_test_passed", "1 when the start-up self-test passed", MODEL,
+            multiprocess_mode="livemin", registry=own,
+        )  # fmt: skip
+        self.self_test_cases = Gauge(
+            "invariant_self_test_cases", "Cases the start-up self-test compared", MODEL,
+            multiprocess_mode="livemax", registry=own,
+        )  # fmt: skip
+        self.audit_checks = Counter(
+            "invariant_audit_checks", "Served rows re-run alone and compared bitwise", MODEL, registry=own
+        )
+        self.audit_mismatches = Counter(
+            "invariant_audit_mismatches",
+            "Audited rows whose bits differed (should stay 0)",
+            MODEL,
+            registry=own,
+        )
+
+    def render(self) -> bytes:
+        if self._multiprocess:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)

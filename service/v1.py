@@ -1,0 +1,65 @@
+"""KServe V1 protocol: `POST /v1/models/{name}:predict` with {"instances": [row, ...]}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service.errors import BadRequest
+from service.executor import Float32Array, Outputs
+from service.http import json_response, model_headers, parse_json_object, read_body
+from service.inference import Inference
+from service.inputs import rows_from_nested
+from service.registry import ServedModel
+
+
+def v1_router(inference: Inference) -> APIRouter:
+    router = APIRouter(tags=["KServe V1"])
+    limit = inference.settings.max_body_bytes
+
+    @router.get("/v1/models")
+    async def list_models() -> Response:
+        return json_response({"models": inference.registry.names()})
+
+    @router.get("/v1/models/{name}")
+    async def model_status(name: str) -> Response:
+        served = inference.registry.get(name)
+        return json_response({"name": name, "ready": served.ready}, headers=model_headers(served))
+
+    async def predict(request: Request, name: str, version: str | None) -> Response:
+        body = parse_json_object(await read_body(request, limit))
+        served, outputs = await inference.predict("v1", name, version, lambda model: _instances(body, model))
+        return json_response(_predictions(served, outputs), headers=model_headers(served))
+
+    @router.post("/v1/models/{name}:predict")
+    async def predict_latest(request: Request, name: str) -> Response:
+        return await predict(request, name, None)
+
+    @router.post("/v1/models/{name}/versions/{version}:predict")
+    async def predict_version(request: Request, name: str, version: str) -> Response:
+        return await predict(request, name, version)
+
+    return router
+
+
+def _instances(body: dict[str, Any], served: ServedModel) -> Float32Array:
+    if "instances" not in body:
+        raise BadRequest('request body must have "instances": a list of rows')
+    assert served.manifest is not None
+    return rows_from_nested(body["instances"], served.manifest.input.shape)
+
+
+def _predictions(served: ServedModel, outputs: Outputs) -> dict[str, Any]:
+    assert served.manifest is not None
+    labels = served.manifest.class_labels
+    logits, probabilities = outputs.logits.tolist(), outputs.probabilities.tolist()
+    return {
+        "model_name": served.name,
+        "model_version": str(served.version),
+        "predictions": [
+            {"label": labels[index], "probabilities": probabilities[row], "logits": logits[row]}
+            for row, index in enumerate(outputs.class_index.tolist())
+        ],
+    }

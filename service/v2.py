@@ -1,0 +1,205 @@
+"""Open Inference Protocol (V2) over HTTP/REST, with the binary tensor data extension."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service import __version__
+from service.binary import HEADER, encode_tensor, split_body, take_binary_inputs
+from service.errors import BadRequest, NotReady
+from service.executor import Float32Array, Outputs
+from service.http import json_response, model_headers, parse_json_object, read_body
+from service.inference import Inference
+from service.inputs import rows_from_bytes, rows_from_flat
+from service.registry import ServedModel
+
+INPUT_NAME = "input"
+OUTPUTS = {"logits": "FP32", "probabilities": "FP32", "class_index": "INT64", "label": "BYTES"}
+EXTENSIONS = ["binary_tensor_data", "model_repository_metadata"]
+
+
+def v2_router(inference: Inference) -> APIRouter:
+    router = APIRouter(tags=["Open Inference Protocol V2"])
+    registry = inference.registry
+    limit = inference.settings.max_body_bytes
+
+    @router.get("/v2")
+    async def server_metadata() -> Response:
+        return json_response({"name": "invariant-serve", "version": __version__, "extensions": EXTENSIONS})
+
+    @router.get("/v2/health/live")
+    async def live() -> Response:
+        return json_response({"live": True})
+
+    @router.get("/v2/health/ready")
+    async def ready() -> Response:
+        # Ready once every version has been tried and at least one serves; refused ones say why per model.
+        if not registry.loaded.is_set():
+            raise NotReady("models are still loading")
+        if not any(served.ready for served in registry.all()):
+            raise NotReady("no model is ready")
+        return json_response({"ready": True})
+
+    @router.get("/v2/models/{name}")
+    async def metadata_latest(name: str) -> Response:
+        return _metadata(registry.get(name), registry.versions(name))
+
+    @router.get("/v2/models/{name}/versions/{version}")
+    async def metadata_version(name: str, version: str) -> Response:
+        return _metadata(registry.get(name, version), registry.versions(name))
+
+    @router.get("/v2/models/{name}/ready")
+    async def model_ready_latest(name: str) -> Response:
+        return _readiness(registry.get(name))
+
+    @router.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_ready_version(name: str, version: str) -> Response:
+        return _readiness(registry.get(name, version))
+
+    async def infer(request: Request, name: str, version: str | None) -> Response:
+        json_part, binary = split_body(await read_body(request, limit), request.headers.get(HEADER))
+        body = parse_json_object(json_part)
+        served, outputs = await inference.predict("v2", name, version, lambda model: _input_rows(body, binary, model))
+        return _infer_response(body, served, outputs)
+
+    @router.post("/v2/models/{name}/infer")
+    async def infer_latest(request: Request, name: str) -> Response:
+        return await infer(request, name, None)
+
+    @router.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer_version(request: Request, name: str, version: str) -> Response:
+        return await infer(request, name, version)
+
+    return router
+
+
+def _readiness(served: ServedModel) -> Response:
+    answer = {"name": served.name, "version": str(served.version), "ready": served.ready}
+    if served.ready:
+        return json_response(answer, headers=model_headers(served))
+    reason = served.reason or "still loading"
+    return json_response({**answer, "error": f"model {served.name!r} is not ready: {reason}"}, status=503)
+
+
+def _metadata(served: ServedModel, versions: list[int]) -> Response:
+    manifest = served.manifest
+    answer: dict[str, Any] = {
+        "name": served.name,
+        "versions": [str(v) for v in versions],
+        "platform": "pytorch_invariant",
+        "parameters": _parameters(served),
+    }
+    if manifest is not None:
+        classes = len(manifest.class_labels)
+        answer["inputs"] = [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *manifest.input.shape]}]
+        answer["outputs"] = [
+            {"name": name, "datatype": datatype, "shape": [-1, classes] if datatype == "FP32" else [-1]}
+            for name, datatype in OUTPUTS.items()
+        ]
+    return json_response(answer, headers=model_headers(served) if served.ready else None)
+
+
+def _parameters(served: ServedModel) -> dict[str, Any]:
+    manifest = served.manifest
+    parameters: dict[str, Any] = {
+        "version": str(served.version),
+        "state": served.state,
+        "reason": served.reason,
+        "checkpoint_sha256": served.sha256,
+        **served.environment,
+    }
+    if served.batcher is not None:
+        parameters["chunk_rows"] = served.batcher.chunk_rows
+    if served.self_test is not None:
+        parameters["self_test"] = {
+            **dataclasses.asdict(served.self_test),
+            "summary": served.self_test.summary(),
+        }
+    if manifest is not None:
+        parameters["class_labels"] = list(manifest.class_labels)
+        parameters["feature_names"] = list(manifest.input.feature_names)
+        parameters["architecture"] = manifest.architecture.arch
+        parameters["created_at"] = manifest.created_at
+        parameters["final_metrics"] = manifest.final_metrics
+    return parameters
+
+
+def _input_rows(body: dict[str, Any], binary: bytes, served: ServedModel) -> Float32Array:
+    assert served.manifest is not None
+    tensors = body.get("inputs")
+    if not isinstance(tensors, list) or len(tensors) != 1 or not isinstance(tensors[0], dict):
+        raise BadRequest(f'"inputs" must be a list holding one tensor named {INPUT_NAME!r}')
+    tensor = tensors[0]
+    if tensor.get("name") != INPUT_NAME:
+        raise BadRequest(f"unknown input {tensor.get('name')!r}; the model's input is {INPUT_NAME!r}")
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(type(n) is int for n in shape):
+        raise BadRequest(f'input {INPUT_NAME!r}: "shape" must be a list of integers')
+    datatype = str(tensor.get("datatype", ""))
+    raw = take_binary_inputs(tensors, binary)[0]
+    what = f"input {INPUT_NAME!r}"
+    if raw is not None:
+        return rows_from_bytes(raw, datatype, tuple(shape), served.manifest.input.shape, what)
+    if datatype not in {"FP32", "FP64", "INT32", "INT64"}:
+        raise BadRequest(f"{what}: datatype {datatype!r} is not supported; use FP32")
+    return rows_from_flat(tensor.get("data"), tuple(shape), served.manifest.input.shape, what)
+
+
+def _requested_outputs(body: dict[str, Any]) -> dict[str, bool]:
+    """Output name -> whether to send it as binary data."""
+    default_binary = bool((body.get("parameters") or {}).get("binary_data_output", False))
+    requested = body.get("outputs")
+    if requested is None:
+        return dict.fromkeys(OUTPUTS, default_binary)
+    if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
+        raise BadRequest('"outputs" must be a list of {"name": ...} objects')
+    chosen: dict[str, bool] = {}
+    for output in requested:
+        name = output.get("name")
+        if name not in OUTPUTS:
+            raise BadRequest(f"unknown output {name!r}; the model's outputs are {list(OUTPUTS)}")
+        chosen[str(name)] = bool((output.get("parameters") or {}).get("binary_data", default_binary))
+    return chosen
+
+
+def _infer_response(body: dict[str, Any], served: ServedModel, outputs: Outputs) -> Response:
+    assert served.manifest is not None
+    labels = [served.manifest.class_labels[i] for i in outputs.class_index.tolist()]
+    values: dict[str, np.ndarray[Any, Any] | list[str]] = {
+        "logits": outputs.logits,
+        "probabilities": outputs.probabilities,
+        "class_index": outputs.class_index,
+        "label": labels,
+    }
+    answer: dict[str, Any] = {"model_name": served.name, "model_version": str(served.version)}
+    if "id" in body:
+        answer["id"] = body["id"]
+    answer["parameters"] = {"checkpoint_sha256": served.sha256}
+    tensors, blobs = [], []
+    for name, as_binary in _requested_outputs(body).items():
+        data = values[name]
+        tensor: dict[str, Any] = {"name": name, "datatype": OUTPUTS[name], "shape": _shape(data)}
+        if as_binary:
+            blob = encode_tensor(data)
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            tensor["data"] = data if isinstance(data, list) else data.reshape(-1).tolist()
+        tensors.append(tensor)
+    answer["outputs"] = tensors
+    headers = model_headers(served)
+    if not blobs:
+        return json_response(answer, headers=headers)
+    header = orjson.dumps(answer)
+    headers[HEADER] = str(len(header))
+    return Response(header + b"".join(blobs), media_type="application/octet-stream", headers=headers)
+
+
+def _shape(data: np.ndarray[Any, Any] | list[str]) -> list[int]:
+    return [len(data)] if isinstance(data, list) else list(data.shape)
