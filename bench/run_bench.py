@@ -1,0 +1,495 @@
+"""The benchmark of issue 4: our server against two baselines, driven by wrk, in one run.
+
+    python bench/run_bench.py            # what `make bench` runs (about 2-3 minutes)
+    python bench/run_bench.py --help     # knobs for tuning runs (workers, C, queue delay, durations)
+
+Steps: train the digits MLP once (cached under bench/results/, which git ignores), then for each server
+start it on a free 127.0.0.1 port in its own process group, wait for readiness, check one answer, warm up,
+measure 1 and 64 connections with `wrk -t1`, read the RSS of its processes from /proc, and stop it. Prints
+one table, the scaling table for our server (1, 8, 64 rows per request) and the issue's targets as
+PASS/FAIL lines. Exit status 1 when a run had socket errors or non-2xx answers (a fast error is no success).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PYTHON = sys.executable
+HOST = "127.0.0.1"
+MODEL = "digits"
+TRAIN_ARGS = [
+    "--data", "digits", "--arch", "mlp", "--hidden", "256,256", "--norm", "batch", "--dropout", "0.2",
+    "--weight-decay", "5e-4", "--epochs", "20", "--name", MODEL,
+]  # fmt: skip
+READY_TIMEOUT_S = 180.0
+
+
+# ---------------------------------------------------------------------------------------------- tools
+
+
+def ensure_wrk() -> str:
+    """Path of wrk; installs Debian's package when missing and we may (root with apt-get)."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk not found: installing Debian's package (apt-get install -y wrk) ...", flush=True)
+        quiet = {"stdout": subprocess.DEVNULL, "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}}
+        if subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, **quiet).returncode != 0:  # type: ignore[call-overload]
+            subprocess.run(["apt-get", "update"], check=False, **quiet)  # type: ignore[call-overload]
+            subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, **quiet)  # type: ignore[call-overload]
+        found = shutil.which("wrk")
+        if found:
+            return found
+    raise SystemExit("bench: wrk is required: install it with `sudo apt-get install -y wrk` (Debian/Ubuntu)")
+
+
+def prepare_model(results: Path) -> tuple[Path, str]:
+    """A model repository holding the digits MLP, trained once by the real training command and reused."""
+    repository = results / "model-repository"
+    from models import list_versions
+
+    if list_versions(repository, MODEL):
+        return repository, "trained by `python -m training`, cached"
+    if (ROOT / "training" / "__main__.py").is_file():
+        command = [PYTHON, "-m", "training", *TRAIN_ARGS, "--repository", str(repository)]
+        print("training the bench model:", " ".join(command[1:]), flush=True)
+        subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        if not list_versions(repository, MODEL):
+            raise SystemExit(f"bench: training wrote no {MODEL} model into {repository}")
+        return repository, "trained by `python -m training` just now"
+    return _interim_model(results / "interim-repository"), "INTERIM: training/ missing, BN stats from digits only"
+
+
+def _interim_model(repository: Path) -> Path:
+    """Same architecture, standardization and BN statistics fitted on digits, no training: timings match."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    from models import InputSpec, Manifest, MLPConfig, build_model, list_versions, save_checkpoint
+
+    if list_versions(repository, MODEL):
+        return repository
+    config = MLPConfig(in_features=64, num_classes=10, hidden=(256, 256), norm="batch", dropout=0.2)
+    torch.manual_seed(0)
+    model = build_model(config)
+    data = torch.tensor(load_digits().data, dtype=torch.float32)
+    state = {"standardize.mean": data.mean(0), "standardize.std": data.std(0).clamp_min(1e-3)}
+    model.load_state_dict(state, strict=False)
+    model.train()
+    with torch.no_grad():
+        for start in range(0, data.shape[0], 64):
+            model(data[start : start + 64])
+    manifest = Manifest(
+        name=MODEL,
+        version=0,
+        architecture=config,
+        input=InputSpec(shape=(64,), feature_names=tuple(f"pixel_{i}" for i in range(64))),
+        class_labels=tuple(str(i) for i in range(10)),
+        training={"source": "bench interim"},
+    )
+    save_checkpoint(repository, model, manifest)
+    return repository
+
+
+def write_bodies(results: Path) -> dict[int, Path]:
+    """V1 bodies of 1, 8 and 64 real digits rows."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits().data.tolist()
+    bodies: dict[int, Path] = {}
+    for rows in (1, 8, 64):
+        path = results / f"body-{rows}.json"
+        path.write_text(json.dumps({"instances": data[:rows]}))
+        bodies[rows] = path
+    return bodies
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# -------------------------------------------------------------------------------------------- servers
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    log: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("wb") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self._log_tail()}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as answer,
+            ):
+                if answer.status == 200:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready within {READY_TIMEOUT_S:g} s:\n{self._log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM to the whole process group (uvicorn supervisor and workers), SIGKILL if it lingers."""
+        process = self.process
+        if process is None:
+            return
+        self.process = None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+        # Workers may outlive the supervisor briefly; make sure nothing of the group stays.
+        for pid in _group_pids(process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def rss_mb(self) -> tuple[float, float]:
+        """(sum over the server's processes, largest worker process) resident memory in MB."""
+        assert self.process is not None
+        pids = _group_pids(self.process.pid)
+        rss = {pid: _rss_bytes(pid) for pid in pids}
+        workers = [pid for pid in pids if pid != self.process.pid and "resource_tracker" not in _cmdline(pid)]
+        per_worker = max((rss[pid] for pid in workers), default=rss.get(self.process.pid, 0))
+        return sum(rss.values()) / 2**20, per_worker / 2**20
+
+    def post(self, body: bytes) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"{self.url}/v1/models/{MODEL}:predict", body, {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace")
+
+    def _log_tail(self) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+
+
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+            if int(fields[2]) == pgid:  # fields: state ppid pgrp ...
+                pids.append(int(entry.name))
+    return pids
+
+
+def _rss_bytes(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def build_servers(args: argparse.Namespace, repository: Path, results: Path) -> dict[str, Server]:
+    base_env = {key: value for key, value in os.environ.items() if not key.startswith("INVARIANT_")}
+    base_env["PYTHONUNBUFFERED"] = "1"
+    ours = [PYTHON, "-m", "service", "--repository", str(repository), "--host", HOST, "--log-level", "warning"]
+    for flag in ("workers", "chunk_rows", "threads", "max_queue_delay_ms", "audit_fraction"):
+        value = getattr(args, flag)
+        if value is not None:
+            ours += ["--" + flag.replace("_", "-"), str(value)]
+    uvicorn = [PYTHON, "-m", "uvicorn", "--app-dir", str(BENCH), "--host", HOST, "--loop", "uvloop"]
+    uvicorn += ["--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    baseline_env = {**base_env, "BENCH_REPOSITORY": str(repository), "BENCH_MODEL": MODEL}
+    servers = {
+        "ours": Server("ours", ours, base_env, results / "ours.log"),
+        "ours-unsafe": Server("ours-unsafe", [*ours, "--unsafe-variable-shape"], base_env, results / "unsafe.log"),
+        "plain": Server("plain", [*uvicorn, "--workers", "1", "baseline_plain:app"], baseline_env, results / "a.log"),
+        "ceiling": Server(
+            "ceiling",
+            [*uvicorn, "--workers", str(args.ceiling_workers), "baseline_ceiling:app"],
+            baseline_env,
+            results / "b.log",
+        ),
+    }
+    return {name: servers[name] for name in args.only}
+
+
+@contextlib.contextmanager
+def running(server: Server) -> Iterator[Server]:
+    server.port = free_port()
+    server.command = [*server.command, "--port", str(server.port)]
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------------------------------------ wrk
+
+
+@dataclass
+class Load:
+    connections: int
+    rows: int
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: dict[str, int]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values())
+
+
+_RESULT = re.compile(r"BENCH_RESULT (.*)")
+
+
+def run_wrk(wrk: str, url: str, body: Path, connections: int, seconds: float, rows: int) -> Load:
+    command = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "-s", str(BENCH / "post.lua")]
+    done = subprocess.run(
+        [*command, f"{url}/v1/models/{MODEL}:predict"],
+        env={**os.environ, "BENCH_BODY": str(body)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=seconds + 30,
+    )
+    match = _RESULT.search(done.stdout)
+    if done.returncode != 0 or match is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+    values = {key: int(value) for key, value in (item.split("=") for item in match.group(1).split())}
+    errors = {key: values[key] for key in ("connect", "read", "write", "status", "timeout")}
+    return Load(
+        connections, rows, values["requests"], values["duration_us"] / 1e6, values["p50_us"] / 1e3,
+        values["p99_us"] / 1e3, errors,
+    )  # fmt: skip
+
+
+@dataclass
+class Result:
+    name: str
+    c1: Load
+    c64: Load
+    rss_total_mb: float
+    rss_worker_mb: float
+    scaling: dict[int, Load] = field(default_factory=dict)
+
+
+def measure(server: Server, wrk: str, bodies: dict[int, Path], args: argparse.Namespace) -> Result:
+    status, answer = server.post(bodies[1].read_bytes())
+    if status != 200:
+        raise RuntimeError(f"{server.name}: a single request answered {status}: {answer}")
+    if server.name != "ceiling" and not answer.get("predictions", [{}])[0].get("label"):
+        raise RuntimeError(f"{server.name}: answer without a label: {answer}")
+    print(f"  {server.name}: ready on port {server.port}, warming up", flush=True)
+    run_wrk(wrk, server.url, bodies[1], 64, args.warmup, 1)
+    c1 = run_wrk(wrk, server.url, bodies[1], 1, args.duration, 1)
+    c64 = run_wrk(wrk, server.url, bodies[1], 64, args.duration, 1)
+    rss_total, rss_worker = server.rss_mb()
+    result = Result(server.name, c1, c64, rss_total, rss_worker)
+    if server.name == "ours" and args.scaling:
+        result.scaling[1] = c64
+        for rows in (8, 64):
+            result.scaling[rows] = run_wrk(wrk, server.url, bodies[rows], 64, args.duration, rows)
+    print(f"  {server.name}: c=1 {c1.rps:.0f} req/s, c=64 {c64.rps:.0f} req/s", flush=True)
+    return result
+
+
+# --------------------------------------------------------------------------------------------- report
+
+LABELS = {
+    "ours": "invariant-serve (fixed shape)",
+    "ours-unsafe": "invariant-serve --unsafe-variable-shape",
+    "plain": "(a) plain FastAPI + pydantic",
+    "ceiling": "(b) FastAPI + orjson, constant",
+}
+
+
+def print_tables(results: dict[str, Result]) -> None:
+    header = f"| {'server':<40} | {'c=1 req/s':>9} | {'c=1 p50 ms':>10} | {'c=64 req/s':>10} | {'c=64 p99 ms':>11} "
+    header += f"| {'RSS MB':>6} | {'errors':>6} |"
+    print(header)
+    print("|" + "|".join("-" * (len(cell) - 0) for cell in header.split("|")[1:-1]) + "|")
+    for name, r in results.items():
+        errors = r.c1.failed + r.c64.failed + sum(load.failed for load in r.scaling.values())
+        print(
+            f"| {LABELS[name]:<40} | {r.c1.rps:>9.0f} | {r.c1.p50_ms:>10.2f} | {r.c64.rps:>10.0f} "
+            f"| {r.c64.p99_ms:>11.2f} | {r.rss_total_mb:>6.0f} | {errors:>6} |"
+        )
+    ours = results.get("ours")
+    if ours and ours.scaling:
+        print()
+        print(f"| {'rows/request (c=64)':<19} | {'req/s':>8} | {'rows/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} |")
+        print(f"|{'-' * 21}|{'-' * 10}|{'-' * 10}|{'-' * 9}|{'-' * 9}|")
+        for rows, load in ours.scaling.items():
+            print(
+                f"| {rows:<19} | {load.rps:>8.0f} | {load.rps * rows:>8.0f} | {load.p50_ms:>7.2f} "
+                f"| {load.p99_ms:>7.2f} |"
+            )
+
+
+def check_targets(results: dict[str, Result]) -> bool:
+    checks: list[tuple[bool, str]] = []
+    ours, unsafe = results.get("ours"), results.get("ours-unsafe")
+    plain, ceiling = results.get("plain"), results.get("ceiling")
+    if ours and plain:
+        ratio = ours.c64.rps / plain.c64.rps
+        checks.append((ratio >= 5, f"64 conns: ours {ours.c64.rps:.0f} req/s = {ratio:.1f}x (a) (target >= 5x)"))
+    if ours and ceiling:
+        ratio = ours.c64.rps / ceiling.c64.rps
+        checks.append((ratio >= 0.8, f"64 conns: ours = {ratio:.2f}x (b) {ceiling.c64.rps:.0f} req/s (target >= 0.8x)"))
+    if ours:
+        checks.append((ours.c64.p99_ms <= 25, f"64 conns: ours p99 {ours.c64.p99_ms:.2f} ms (target <= 25 ms)"))
+    if ours and plain:
+        ratio = ours.c1.p50_ms / plain.c1.p50_ms
+        checks.append(
+            (ratio <= 0.8, f"1 conn: ours p50 {ours.c1.p50_ms:.3f} ms = {ratio:.2f}x (a) {plain.c1.p50_ms:.3f} ms"
+             " (target <= 0.8x)")
+        )  # fmt: skip
+    if ours and unsafe:
+        ratio = ours.c64.rps / unsafe.c64.rps
+        checks.append(
+            (ratio >= 0.9, f"cost of the guarantee: fixed shape = {ratio:.2f}x variable shape at 64 conns"
+             " (target >= 0.9x)")
+        )  # fmt: skip
+    if ours and plain:
+        ratio = ours.rss_worker_mb / plain.rss_worker_mb
+        checks.append(
+            (ratio <= 1.2, f"memory: ours {ours.rss_worker_mb:.0f} MB per worker process = {ratio:.2f}x (a)"
+             f" {plain.rss_worker_mb:.0f} MB (target <= 1.2x)")
+        )  # fmt: skip
+    failed = {name: _failures(r) for name, r in results.items()}
+    bad = {name: errors for name, errors in failed.items() if errors}
+    checks.append((not bad, "no socket errors, timeouts or non-2xx answers" + (f": {bad}" if bad else "")))
+    print()
+    for passed, text in checks:
+        print(f"{'PASS' if passed else 'FAIL'}  {text}")
+    return not bad
+
+
+def _failures(result: Result) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for load in (result.c1, result.c64, *result.scaling.values()):
+        for key, count in load.errors.items():
+            if count:
+                total[key] = total.get(key, 0) + count
+    return total
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per measured level (default 6)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of 64-connection warm-up (default 2)")
+    parser.add_argument(
+        "--only", nargs="+", choices=list(LABELS), default=list(LABELS), help="servers to run (default: all)"
+    )
+    parser.add_argument("--no-scaling", dest="scaling", action="store_false", help="skip the rows/request table")
+    parser.add_argument("--results", type=Path, default=BENCH / "results", help="cache and logs (git-ignored)")
+    tuning = parser.add_argument_group("our server's settings (default: the server's own defaults)")
+    tuning.add_argument("--workers", type=int, help="worker processes (also used for baseline (b))")
+    tuning.add_argument("--chunk-rows", type=int)
+    tuning.add_argument("--threads", type=int)
+    tuning.add_argument("--max-queue-delay-ms", type=float)
+    tuning.add_argument("--audit-fraction", type=float)
+    return parser
+
+
+def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the servers like Ctrl-C does
+    sys.path.insert(0, str(ROOT))
+    from service.settings import Settings
+
+    defaults = Settings.model_fields
+    workers = args.workers if args.workers is not None else defaults["workers"].default
+    args.ceiling_workers = workers
+    results_dir: Path = args.results.resolve()
+    results_dir.mkdir(parents=True, exist_ok=True)
+    wrk = ensure_wrk()
+    repository, provenance = prepare_model(results_dir)
+    bodies = write_bodies(results_dir)
+    chunk = args.chunk_rows or defaults["chunk_rows"].default
+    delay = args.max_queue_delay_ms if args.max_queue_delay_ms is not None else defaults["max_queue_delay_ms"].default
+    print(f"machine: {platform.platform()}, {os.cpu_count()} cores; python {platform.python_version()}")
+    print(f"model: {MODEL} mlp 64-256-256-10, batch norm, dropout 0.2 ({provenance}) in {repository}")
+    print(
+        f"ours: workers={workers} C={chunk} max_queue_delay_ms={delay:g}; (b) workers={workers}; (a) workers=1; "
+        f"wrk -t1, {args.duration:g} s per level after {args.warmup:g} s warm-up; one-row V1 bodies\n",
+        flush=True,
+    )
+    results: dict[str, Result] = {}
+    try:
+        for name, server in build_servers(args, repository, results_dir).items():
+            with running(server):
+                results[name] = measure(server, wrk, bodies, args)
+    except KeyboardInterrupt:
+        print("interrupted: servers stopped", file=sys.stderr)
+        return 130
+    print()
+    print_tables(results)
+    clean = check_targets(results)
+    return 0 if clean else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
