@@ -1,0 +1,68 @@
+# invariant-serve image: one image for the training job and the server.
+#
+# Dependencies come from requirements.lock. When the build context holds a wheelhouse
+# (deploy/wheelhouse/*.whl, see deploy/build_wheelhouse.sh) they are installed from it with no network
+# (`pip install --no-index`); otherwise from the package index, with torch taken from the CPU-only index so
+# no CUDA build is ever pulled. The wheelhouse only lives in the builder stage: the final image carries the
+# virtual environment and the code, nothing else.
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS builder
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+# requirements.lock always matches, so this COPY never fails when there is no wheelhouse; a wheelhouse
+# directory matched by the glob has its contents (the .whl files) copied next to the lock.
+COPY requirements.lock deploy/wheelhouse* /tmp/build/
+RUN set -eux; \
+    python3 -m venv /opt/venv; \
+    if ls /tmp/build/*.whl >/dev/null 2>&1; then \
+        /opt/venv/bin/pip install --no-compile --no-index --find-links /tmp/build -r /tmp/build/requirements.lock; \
+    else \
+        /opt/venv/bin/pip install --no-compile --index-url "${TORCH_INDEX_URL}" \
+            "torch==$(sed -n 's/^torch==//p' /tmp/build/requirements.lock)"; \
+        /opt/venv/bin/pip install --no-compile -r /tmp/build/requirements.lock; \
+    fi; \
+    /opt/venv/bin/python -c "import torch; assert torch.version.cuda is None, 'not a CPU build: ' + torch.__version__"; \
+    /opt/venv/bin/pip uninstall -y -q pip; \
+    # torch's C++ unit-test binaries and protoc (~130 MB) are never used at run time.
+    site=/opt/venv/lib/python3.11/site-packages/torch; \
+    rm -rf "$site/test" "$site"/bin/*Test "$site"/bin/test_* "$site"/bin/protoc*; \
+    # Byte-compile what the server and the training job import (by importing it), not all ~8000 files:
+    # start-up stays fast and the build skips ~40 s of compiling modules that are never loaded.
+    /opt/venv/bin/python -c "import torch, torch.nn, torch.nn.functional, numpy, scipy, sklearn, sklearn.datasets, \
+        sklearn.model_selection, safetensors.torch, fastapi, starlette.applications, uvicorn, uvicorn.main, \
+        uvicorn.loops.uvloop, uvicorn.protocols.http.httptools_impl, pydantic, pydantic_settings, orjson, \
+        prometheus_client, tqdm"; \
+    rm -rf /tmp/build
+
+FROM ${BASE_IMAGE}
+COPY deploy/train-job.sh /usr/local/bin/invariant-train-job
+# Non-root user with a fixed uid, so volume ownership is predictable.
+RUN set -eux; \
+    chmod 0755 /usr/local/bin/invariant-train-job; \
+    groupadd --system --gid 10001 app; \
+    useradd --system --uid 10001 --gid app --home-dir /home/app --create-home --shell /usr/sbin/nologin app; \
+    mkdir -p /models; \
+    chown app:app /models
+COPY --from=builder /opt/venv /opt/venv
+COPY models/ /app/models/
+COPY training/ /app/training/
+COPY service/ /app/service/
+# Byte-compiled at build time (the app user cannot write here), so start-up does not recompile.
+RUN /opt/venv/bin/python -m compileall -q /app
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    PYTHONUNBUFFERED=1 \
+    INVARIANT_REPOSITORY=/models \
+    INVARIANT_HOST=0.0.0.0 \
+    INVARIANT_PORT=8000
+WORKDIR /app
+USER app:app
+# /models is owned by the app user in the image, so a fresh named volume mounted there inherits that
+# ownership (docker copies the mount point's ownership and contents into an empty named volume).
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, sys, urllib.request as u; sys.exit(0 if u.urlopen('http://127.0.0.1:%s/v2/health/ready' % os.environ.get('INVARIANT_PORT', '8000'), timeout=2).status == 200 else 1)"]
+# Exec form: the server is the container's main process and receives SIGTERM directly (uvicorn drains
+# in-flight requests, then exits). docker-compose.yml adds `init: true` for zombie reaping as well.
+ENTRYPOINT ["python", "-m", "service"]
