@@ -98,7 +98,5 @@ def build_model(config: ArchConfig) -> nn.Module:
 def batchnorm_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
     """Every BatchNorm layer of `model`, by its qualified name."""
     return {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        name: module for name, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)
     }

@@ -72,8 +72,7 @@ class Manifest:
     def from_json(cls, data: dict[str, Any]) -> Manifest:
         if data.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(
-                f"unknown manifest format_version {data.get('format_version')!r} (this server reads "
-                f"{FORMAT_VERSION})"
+                f"unknown manifest format_version {data.get('format_version')!r} (this server reads {FORMAT_VERSION})"
             )
         try:
             spec = data["input"]
@@ -200,8 +199,7 @@ def load_checkpoint(version_dir: Path) -> tuple[nn.Module, Manifest]:
     actual_sha = sha256_of(weights_path)
     if actual_sha != manifest.weights_sha256:
         raise CheckpointError(
-            f"checksum mismatch: {WEIGHTS_FILE} has sha256 {actual_sha}, "
-            f"manifest says {manifest.weights_sha256}"
+            f"checksum mismatch: {WEIGHTS_FILE} has sha256 {actual_sha}, manifest says {manifest.weights_sha256}"
         )
     try:
         state = load_file(str(weights_path))

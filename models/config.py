@@ -79,9 +79,7 @@ def config_from_dict(data: dict[str, Any]) -> ArchConfig:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown {arch} config fields: {unknown}")
-    values: dict[str, Any] = {
-        key: tuple(value) if isinstance(value, list) else value for key, value in data.items()
-    }
+    values: dict[str, Any] = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
     try:
         config = config_type(**values)
     except TypeError as exc:

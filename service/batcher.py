@@ -72,6 +72,9 @@ class Batcher:
         self._random = random.Random(0)
         self._wakeup = threading.Condition()
         self._stopping = False
+        # Children created up front so the audit series read 0, not absent, before the first audit.
+        metrics.audit_checks.labels(*labels)
+        metrics.audit_mismatches.labels(*labels)
         self._thread = threading.Thread(target=self._compute_loop, name=f"batcher-{labels[0]}", daemon=True)
 
     def start(self) -> None:

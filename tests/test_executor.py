@@ -1,0 +1,127 @@
+"""Unit tests of the fixed-shape executor, the self-test and the inference-mode checks, in process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import MLPConfig, build_model
+from service.executor import FixedShapeExecutor
+from service.selftest import run_self_test, self_test_batch_sizes
+from service.verify import ModelRefused, check_inference_mode, check_weights
+
+CONFIG = MLPConfig(in_features=64, num_classes=10, hidden=(256, 256), norm="batch", dropout=0.2)
+
+
+def trained_model(config: MLPConfig = CONFIG) -> nn.Module:
+    torch.manual_seed(0)
+    model = build_model(config)
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(32, config.in_features) * 2 + 1)  # train mode: updates running stats
+    return model.eval()
+
+
+class BatchMeanShift(nn.Module):
+    """Eval-mode batch dependence in its plainest form: each row is shifted by the batch mean."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :3] - x[:, :3].mean(dim=0, keepdim=True)
+
+
+class FunctionalDropout(nn.Module):
+    """Dropout that survives eval(): F.dropout without training=self.training."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(F.dropout(x, p=0.5))
+
+
+class BatchStatsNorm(nn.BatchNorm1d):
+    """A BatchNorm that normalizes with batch statistics even in eval mode."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=self.eps)
+
+
+def test_outputs_match_fixed_shape_forward_and_are_row_consistent() -> None:
+    executor = FixedShapeExecutor(trained_model(), (64,), 10, chunk_rows=8)
+    rows = np.random.default_rng(0).standard_normal((19, 64)).astype(np.float32)  # 3 chunks: 8 + 8 + 3
+    outputs = executor.run(rows)
+    assert outputs.logits.shape == (19, 10)
+    assert outputs.probabilities.shape == (19, 10)
+    assert outputs.class_index.tolist() == outputs.logits.argmax(axis=1).tolist()
+    with torch.inference_mode():
+        padded = torch.zeros(8, 64)
+        padded[:3] = torch.from_numpy(rows[16:])
+        direct = executor.model(padded)  # (8, 10)
+    assert outputs.logits[16:].tobytes() == direct[:3].numpy().tobytes()
+    assert outputs.probabilities[16:].tobytes() == torch.softmax(direct, 1)[:3].numpy().tobytes()
+
+
+def test_self_test_passes_on_fixed_shape_and_reports_the_control() -> None:
+    executor = FixedShapeExecutor(trained_model(), (64,), 10, chunk_rows=16)
+    report = run_self_test(executor)
+    assert report.passed
+    assert report.failures == 0
+    assert report.batch_sizes == (2, 3, 15, 16, 17, 33)
+    assert report.cases == 4 * sum(report.batch_sizes)  # every position, four kinds of co-rows
+    assert report.plain_path_batch_dependent  # plain model(batch) differs on this machine
+
+
+def test_self_test_fails_a_batch_dependent_model() -> None:
+    executor = FixedShapeExecutor(BatchMeanShift(), (3,), 3, chunk_rows=4)
+    report = run_self_test(executor)
+    assert not report.passed
+    assert report.failures > 0
+    assert report.first_failure.startswith("random co-rows, batch 2, position ")
+    assert "failed:" in report.summary()
+
+
+def test_variable_shape_mode_fails_its_self_test() -> None:
+    executor = FixedShapeExecutor(trained_model(), (64,), 10, chunk_rows=16, variable_shape=True)
+    assert not run_self_test(executor).passed
+
+
+def test_self_test_batch_sizes_for_small_chunks() -> None:
+    assert self_test_batch_sizes(1) == (2, 3)
+    assert self_test_batch_sizes(2) == (2, 3, 5)
+
+
+def test_functional_dropout_is_refused() -> None:
+    with pytest.raises(ModelRefused, match="consumed the global RNG"):
+        check_inference_mode(FunctionalDropout().eval(), (8,), "cpu")
+
+
+def test_module_left_in_training_mode_is_refused() -> None:
+    model = trained_model()
+    model.get_submodule("blocks.3").train()  # the first Dropout
+    with pytest.raises(ModelRefused, match=r"modules still in training mode: \['blocks.3'\]"):
+        check_inference_mode(model, (64,), "cpu")
+
+
+def test_batch_statistics_in_eval_mode_are_refused() -> None:
+    norm = BatchStatsNorm(4)
+    model = nn.Sequential(nn.Linear(8, 4), norm).eval()
+    with torch.no_grad():
+        norm.running_mean.fill_(0.5)  # type: ignore[union-attr]
+        norm.num_batches_tracked.fill_(1)  # type: ignore[union-attr]
+    with pytest.raises(ModelRefused, match="'1' output differs from the running-statistics formula"):
+        check_inference_mode(model, (8,), "cpu")
+
+
+def test_a_correct_model_passes_every_check() -> None:
+    model = trained_model()
+    check_weights(model)
+    check_inference_mode(model, (64,), "cpu")
+
+
+def test_untrained_batchnorm_is_refused() -> None:
+    with pytest.raises(ModelRefused, match=r"never updated \(num_batches_tracked == 0\)"):
+        check_weights(build_model(CONFIG).eval())

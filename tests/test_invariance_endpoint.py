@@ -1,0 +1,116 @@
+"""The test the product is built on: over real HTTP, a row's prediction is bitwise identical whether it is
+sent alone or at any position of any batch, and under concurrent traffic. A control in the same module
+shows that plain `model(batch)` on this machine is batch-dependent, so these tests can fail."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from checkpoints import write_checkpoint
+from conftest import RunningServer, start_server, stop_server
+
+from models import MLPConfig, load_checkpoint
+
+# Digits-sized MLP with BatchNorm and dropout, as users train it.
+WIDE = MLPConfig(in_features=64, num_classes=10, hidden=(256, 256), norm="batch", dropout=0.2)
+LARGE_BATCH = 300
+
+
+@pytest.fixture(scope="module")
+def wide_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Path]]:
+    repository = tmp_path_factory.mktemp("wide-repository")
+    version_dir = write_checkpoint(repository, "wide", WIDE, seed=3)
+    running = start_server(repository, tmp_path_factory.mktemp("logs"))
+    yield running, version_dir
+    stop_server(running)
+
+
+def predict(client: httpx.Client, rows: np.ndarray[Any, Any]) -> list[dict[str, Any]]:
+    response = client.post("/v1/models/wide:predict", json={"instances": rows.tolist()})
+    assert response.status_code == 200, response.text
+    predictions: list[dict[str, Any]] = response.json()["predictions"]
+    assert len(predictions) == rows.shape[0]
+    return predictions
+
+
+def float32_bits(values: list[float]) -> bytes:
+    return np.asarray(values, dtype=np.float32).tobytes()
+
+
+def test_row_is_bitwise_identical_alone_and_at_every_position_of_every_batch(
+    wide_server: tuple[RunningServer, Path],
+) -> None:
+    server, _ = wide_server
+    rng = np.random.default_rng(7)
+    probe = rng.standard_normal((1, 64)).astype(np.float32)
+    with server.client() as client:
+        chunk = client.get("/v2/models/wide").json()["parameters"]["chunk_rows"]
+        alone = predict(client, probe)[0]
+        sizes = [*range(1, 2 * chunk + 2), LARGE_BATCH]
+        cases = 0
+        for size in sizes:
+            positions = range(size) if size <= 2 * chunk + 1 else rng.choice(size, 40, replace=False)
+            for position in positions:
+                batch = rng.standard_normal((size, 64)).astype(np.float32) * 3
+                batch[position] = probe[0]
+                got = predict(client, batch)[position]
+                assert got == alone, f"batch {size}, position {position}"
+                assert float32_bits(got["logits"]) == float32_bits(alone["logits"])
+                cases += 1
+    assert cases == sum(range(1, 2 * chunk + 2)) + 40
+
+
+def test_control_plain_model_batch_is_batch_dependent_here(wide_server: tuple[RunningServer, Path]) -> None:
+    """Without the fixed shape, the same eval-mode model changes a row's bits with the batch size here."""
+    _, version_dir = wide_server
+    model, _ = load_checkpoint(version_dir)
+    model.eval()
+    torch.set_num_threads(1)
+    generator = torch.Generator().manual_seed(7)
+    probe = torch.randn((1, 64), generator=generator)
+    differing = []
+    with torch.inference_mode():
+        alone = model(probe)
+        for size in range(2, 66):
+            batch = torch.randn((size, 64), generator=generator)
+            batch[size // 2] = probe[0]
+            if not torch.equal(model(batch)[size // 2 : size // 2 + 1], alone):
+                differing.append(size)
+    assert differing, "plain model(batch) was batch-invariant here: the endpoint test could not fail"
+
+
+def test_concurrent_clients_each_get_their_own_rows_bitwise(wide_server: tuple[RunningServer, Path]) -> None:
+    server, _ = wide_server
+    rng = np.random.default_rng(11)
+    clients, requests_per_client = 24, 6
+    rows = {
+        (c, r): rng.standard_normal((int(rng.integers(1, 6)), 64)).astype(np.float32)
+        for c in range(clients)
+        for r in range(requests_per_client)
+    }
+    with server.client() as client:
+        expected = {
+            key: [predict(client, batch[i : i + 1])[0] for i in range(len(batch))] for key, batch in rows.items()
+        }
+
+    async def one_client(http: httpx.AsyncClient, c: int) -> None:
+        for r in range(requests_per_client):
+            await asyncio.sleep(random.Random(c * 100 + r).random() / 200)
+            response = await http.post("/v1/models/wide:predict", json={"instances": rows[(c, r)].tolist()})
+            assert response.status_code == 200, response.text
+            assert response.json()["predictions"] == expected[(c, r)], f"client {c} request {r}"
+
+    async def run_all() -> None:
+        limits = httpx.Limits(max_connections=clients)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as http:
+            await asyncio.gather(*(one_client(http, c) for c in range(clients)))
+
+    asyncio.run(run_all())
