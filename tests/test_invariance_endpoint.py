@@ -18,6 +18,7 @@ from checkpoints import write_checkpoint
 from conftest import RunningServer, start_server, stop_server
 
 from models import MLPConfig, load_checkpoint
+from service.executor import FixedShapeExecutor
 
 # Digits-sized MLP with BatchNorm and dropout, as users train it.
 WIDE = MLPConfig(in_features=64, num_classes=10, hidden=(256, 256), norm="batch", dropout=0.2)
@@ -114,3 +115,18 @@ def test_concurrent_clients_each_get_their_own_rows_bitwise(wide_server: tuple[R
             await asyncio.gather(*(one_client(http, c) for c in range(clients)))
 
     asyncio.run(run_all())
+
+
+def test_json_floats_are_the_exact_float32_outputs(wide_server: tuple[RunningServer, Path]) -> None:
+    """The JSON value parsed back to float32 has the bits the fixed-shape executor computed in process."""
+    server, version_dir = wide_server
+    model, manifest = load_checkpoint(version_dir)
+    rows = np.random.default_rng(5).standard_normal((5, 64)).astype(np.float32)
+    with server.client() as client:
+        chunk = client.get("/v2/models/wide").json()["parameters"]["chunk_rows"]
+        got = predict(client, rows)
+    torch.set_num_threads(1)
+    outputs = FixedShapeExecutor(model.eval(), (64,), 10, chunk).run(rows)
+    assert float32_bits([v for p in got for v in p["logits"]]) == outputs.logits.tobytes()
+    assert float32_bits([v for p in got for v in p["probabilities"]]) == outputs.probabilities.tobytes()
+    assert [p["label"] for p in got] == [manifest.class_labels[i] for i in outputs.class_index]

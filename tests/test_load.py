@@ -145,3 +145,30 @@ def test_metrics_render_in_prometheus_text_format(slow_server: RunningServer) ->
         "invariant_audit_checks",
         "invariant_audit_mismatches",
     } <= names
+
+
+def test_two_worker_processes_give_the_same_bits(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each worker has its own model and batcher; the guarantee holds across them (same C, threads, libs)."""
+    repository = tmp_path_factory.mktemp("workers-repository")
+    write_checkpoint(repository, "wide", WIDE, seed=9)
+    rows = np.random.default_rng(2).standard_normal((3, 64)).astype(np.float32).tolist()
+    logs = tmp_path_factory.mktemp("logs")
+    single = start_server(repository, logs)
+    try:
+        with single.client() as client:
+            expected = client.post("/v1/models/wide:predict", json={"instances": rows}).json()
+    finally:
+        stop_server(single)
+    multi = start_server(repository, logs, "--workers", "2")
+    try:
+        answers = []
+        for _ in range(24):  # a fresh connection each time, so the kernel spreads them over both workers
+            with multi.client() as client:
+                answers.append(client.post("/v1/models/wide:predict", json={"instances": rows}).json())
+        with multi.client() as client:
+            samples = metric_samples(client)
+    finally:
+        stop_server(multi)
+    assert all(answer == expected for answer in answers)
+    ok = (("model", "wide"), ("protocol", "v1"), ("status", "200"), ("version", "1"))
+    assert samples[("invariant_requests_total", ok)] == 24  # summed over both worker processes
