@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# Deployment test (`make deploy-test`): the docker compose deployment, end to end, against a real engine.
+#
+# On a fresh machine of this project's kind (Debian bookworm, root, no init system, no container registry)
+# it installs what is missing (Debian's docker.io, the compose v2 plugin, mmdebstrap), starts dockerd when
+# none answers, builds the stand-in base image local/python:3.11-slim and the wheelhouse, then:
+#   1. docker compose build, then up -d --wait: the train job writes digits v1 into the volume, the server
+#      becomes healthy;
+#   2. from the host: the server container is healthy and runs as non-root;
+#   3. deploy/invariance_check.py over HTTP (a row alone vs at every position of several batch sizes,
+#      exact float equality) plus a V2 infer;
+#   4. a second training job (docker compose run --rm train ...) and docker compose restart server: version 2
+#      is ready and answers (versioned V1 and V2), the latest is 2, version 1 is still there;
+#   5. docker compose down -v, which must take < 5 s.
+# Every phase is timed; the image size is printed. On any failure: diagnostics, then down -v.
+#
+# Environment: DEPLOY_PORT (host port, default: a free one), DEPLOY_KEEP_ENGINE=1 (leave a dockerd that this
+# run started running), DEPLOY_DOWN_LIMIT_S (default 5), PYTHON (host python, default .venv/bin/python).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+LOGS="$ROOT/deploy/.cache/logs"
+mkdir -p "$LOGS"
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
+fi
+export PYTHON
+export COMPOSE_PROJECT_NAME="invariant-deploytest-$$"
+export BASE_IMAGE="${BASE_IMAGE:-local/python:3.11-slim}"
+export INVARIANT_IMAGE="${INVARIANT_IMAGE:-invariant-serve:deploy-test}"
+export COMPOSE_PROGRESS=plain BUILDKIT_PROGRESS=plain
+DOWN_LIMIT_S="${DEPLOY_DOWN_LIMIT_S:-5}"
+MODEL=digits
+
+T_START=$EPOCHREALTIME
+STARTED_DOCKERD=""
+BG_PIDS=()
+PHASES=()
+FINISHED=0
+STACK_UP=0
+
+log() { echo "[deploy-test $(elapsed_since "$T_START")s] $*"; }
+fail() { echo "[deploy-test] FAILED: $*" >&2; exit 1; }
+elapsed_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+logfile() { local n="$1"; echo "$LOGS/${n//[^A-Za-z0-9._-]/_}.log"; }
+record() { PHASES+=("$(printf '%-44s %7ss' "$1" "$2")"); log "phase done: $1 ($2 s)"; }
+
+# Runs "$@" as the phase NAME, timing it; its output goes to deploy/.cache/logs/NAME.log, whose tail is shown
+# when it fails.
+phase() {
+    local name="$1" file t0 rc=0
+    shift
+    file="$(logfile "$name")"
+    log "phase: $name"
+    t0=$EPOCHREALTIME
+    "$@" >"$file" 2>&1 || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        echo "----- last lines of $file -----" >&2
+        tail -40 "$file" >&2
+        echo "-----" >&2
+        fail "phase '$name' exited with status $rc"
+    fi
+    record "$name" "$(elapsed_since "$t0")"
+}
+
+compose() { timeout 600 docker compose "$@"; }
+
+on_exit() {
+    local rc=$?
+    set +e
+    for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    if [ "$FINISHED" != 1 ] && [ "$STACK_UP" = 1 ]; then
+        echo "[deploy-test] diagnostics for project $COMPOSE_PROJECT_NAME:" >&2
+        timeout 30 docker compose ps -a >&2
+        timeout 30 docker compose logs --no-color --tail 60 >&2
+        echo "[deploy-test] cleaning up: docker compose down -v" >&2
+        timeout 120 docker compose down -v --timeout 5 >&2
+    fi
+    if [ -n "$STARTED_DOCKERD" ] && [ "${DEPLOY_KEEP_ENGINE:-0}" != 1 ]; then
+        bash "$ROOT/deploy/engine.sh" stop "$STARTED_DOCKERD"
+    fi
+    if [ "$rc" -ne 0 ]; then
+        echo "[deploy-test] FAILED (exit $rc) after $(elapsed_since "$T_START") s; logs in $LOGS" >&2
+    fi
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+http_status() { # URL [JSON-BODY]: prints the HTTP status code (000 when no answer)
+    "$PYTHON" - "$@" <<'PY'
+import sys, urllib.request, urllib.error
+url = sys.argv[1]
+data = sys.argv[2].encode() if len(sys.argv) > 2 else None
+req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        print(r.status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+except Exception:
+    print("000")
+PY
+}
+
+free_port() {
+    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# ---------------------------------------------------------------------------------------------- setup
+[ "$(id -u)" -eq 0 ] || fail "run as root (installs packages, starts dockerd)"
+command -v "$PYTHON" >/dev/null 2>&1 || [ -x "$PYTHON" ] || fail "no host python '$PYTHON'"
+PORT="${DEPLOY_PORT:-$(free_port)}"
+export INVARIANT_HOST_PORT="$PORT"
+URL="http://127.0.0.1:$PORT"
+log "project $COMPOSE_PROJECT_NAME, image $INVARIANT_IMAGE, base $BASE_IMAGE, server on $URL"
+
+# Background jobs: NAME CMD... runs CMD with its output in deploy/.cache/logs/NAME.log; bg_wait NAME waits
+# for it, fails with the log's tail if it failed, and records its duration as a phase.
+declare -A BG_PID BG_T0
+bg() {
+    local name="$1"
+    shift
+    BG_T0[$name]=$EPOCHREALTIME
+    ( rc=0; "$@" >"$(logfile "$name")" 2>&1 || rc=$?; echo "$rc $EPOCHREALTIME" >"$(logfile "$name").done" ) &
+    BG_PID[$name]=$!
+    BG_PIDS+=($!)
+    log "phase (in the background): $name"
+}
+bg_wait() {
+    local name="$1" rc end
+    wait "${BG_PID[$name]}" || true
+    read -r rc end <"$(logfile "$name").done" || fail "background phase '$name' left no status"
+    sed 's/^/  /' "$(logfile "$name")"
+    if [ "$rc" != 0 ]; then fail "phase '$name' exited with status $rc (log: $(logfile "$name"))"; fi
+    record "$name (in parallel)" "$(awk -v a="${BG_T0[$name]}" -v b="$end" 'BEGIN { printf "%.1f", b - a }')"
+}
+
+# The wheelhouse and the compose plugin need only pip: they run beside the apt install and the base image.
+bg "wheelhouse" bash deploy/wheelhouse.sh
+bg "compose plugin" bash deploy/engine.sh install-compose
+phase "engine packages (apt, when missing)" bash deploy/engine.sh install-packages
+log "phase: start docker engine"
+t0=$EPOCHREALTIME
+STARTED_DOCKERD="$(bash deploy/engine.sh start 2>"$LOGS/engine_start.log")" \
+    || { cat "$LOGS/engine_start.log" >&2; fail "could not start the docker engine"; }
+sed 's/^/  /' "$LOGS/engine_start.log"
+record "start docker engine${STARTED_DOCKERD:+ (started pid $STARTED_DOCKERD)}" "$(elapsed_since "$t0")"
+phase "base image $BASE_IMAGE" bash deploy/base_image.sh "$BASE_IMAGE"
+bg_wait "compose plugin"
+docker compose version >/dev/null 2>&1 || fail "docker compose (v2 plugin) does not run"
+bg_wait "wheelhouse"
+BG_PIDS=()
+docker compose config --quiet || fail "docker-compose.yml is invalid"
+
+# ---------------------------------------------------------------------------------------------- build, up
+STACK_UP=1
+phase "image build" compose build server
+IMAGE_SIZE="$(docker image inspect -f '{{.Size}}' "$INVARIANT_IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
+log "image $INVARIANT_IMAGE: $IMAGE_SIZE"
+phase "up --wait (train v1, server healthy)" compose up -d --build --wait --wait-timeout 300
+
+# ---------------------------------------------------------------------------------------------- checks
+t0=$EPOCHREALTIME
+SERVER_ID="$(docker compose ps -q server)"
+[ -n "$SERVER_ID" ] || fail "no server container"
+TRAIN_ID="$(docker compose ps -aq train)"
+[ "$(docker inspect -f '{{.State.ExitCode}}' "$TRAIN_ID")" = 0 ] || fail "the train job did not exit 0"
+health="$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$SERVER_ID")"
+[ "$health" = healthy ] || fail "server container health is '$health', expected healthy"
+# The uids of all the container's processes, as the host's ps sees them.
+top="$(docker top "$SERVER_ID" -eo uid,pid,args)" || fail "docker top on the server container failed"
+echo "$top" | sed 's/^/  /'
+uids="$(echo "$top" | awk 'NR > 1 { print $1 }' | sort -u | tr '\n' ' ')"
+[ -n "$uids" ] || fail "could not read the server processes' uid"
+for u in $uids; do [ "$u" != 0 ] || fail "a server process runs as root (uids: $uids)"; done
+exec_uid="$(docker compose exec -T server python -c 'import os; print(os.getuid())')"
+[ "$exec_uid" != 0 ] || fail "the server container's user is root"
+[ "$(http_status "$URL/v2/health/ready")" = 200 ] || fail "GET /v2/health/ready is not 200 from the host"
+[ "$(http_status "$URL/v2/health/live")" = 200 ] || fail "GET /v2/health/live is not 200"
+log "server: healthy, processes run as uid ${uids% }(not root), ready from the host"
+record "health and non-root checks" "$(elapsed_since "$t0")"
+
+log "phase: invariance check (V1, exact) + V2 infer, model $MODEL"
+t0=$EPOCHREALTIME
+"$PYTHON" deploy/invariance_check.py --url "$URL" --model "$MODEL" --v2 || fail "invariance check failed"
+record "invariance check + V2 infer" "$(elapsed_since "$t0")"
+
+# ---------------------------------------------------------------------------------------------- version 2
+phase "train v2 (compose run --rm train)" compose run --rm -T train \
+    --data digits --arch mlp --hidden 256,256 --norm batch --dropout 0.2 --weight-decay 5e-4 --epochs 20 \
+    --name "$MODEL"
+tail -3 "$(logfile "train v2 (compose run --rm train)")" | sed 's/^/  train: /'
+
+log "phase: restart server, wait until ready"
+t0=$EPOCHREALTIME
+compose restart server >"$LOGS/restart.log" 2>&1 || { cat "$LOGS/restart.log" >&2; fail "restart failed"; }
+ready=0
+for _ in $(seq 1 240); do
+    if [ "$(http_status "$URL/v2/health/ready")" = 200 ]; then ready=1; break; fi
+    sleep 0.5
+done
+[ "$ready" = 1 ] || fail "server not ready within 120 s of the restart"
+record "restart server until ready" "$(elapsed_since "$t0")"
+
+t0=$EPOCHREALTIME
+for v in 1 2; do
+    [ "$(http_status "$URL/v2/models/$MODEL/versions/$v/ready")" = 200 ] \
+        || fail "GET /v2/models/$MODEL/versions/$v/ready is not 200 after the restart"
+    [ "$(http_status "$URL/v2/models/$MODEL/versions/$v")" = 200 ] \
+        || fail "GET /v2/models/$MODEL/versions/$v is not 200"
+done
+latest="$("$PYTHON" - "$URL/v1/models/$MODEL:predict" <<'PY'
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], data=json.dumps({"instances": [[0.0] * 64]}).encode(),
+                             headers={"Content-Type": "application/json"})
+with urllib.request.urlopen(req, timeout=10) as r:
+    body = json.load(r)
+    print(body.get("model_version") or r.headers.get("X-Model-Version"))
+PY
+)" || fail "V1 predict on the latest version failed"
+[ "$latest" = 2 ] || fail "the latest version served is '$latest', expected 2"
+"$PYTHON" deploy/invariance_check.py --url "$URL" --model "$MODEL" --version 2 --v2 \
+    || fail "version 2: versioned V1/V2 predictions or invariance failed"
+log "version 2 ready and answering (versioned V1 and V2; unversioned requests get version $latest)"
+record "version 2 checks" "$(elapsed_since "$t0")"
+
+# ---------------------------------------------------------------------------------------------- down
+log "phase: docker compose down -v"
+t0=$EPOCHREALTIME
+compose down -v >"$LOGS/down.log" 2>&1 || { cat "$LOGS/down.log" >&2; fail "docker compose down -v failed"; }
+down_s="$(elapsed_since "$t0")"
+STACK_UP=0
+record "compose down -v" "$down_s"
+awk -v d="$down_s" -v l="$DOWN_LIMIT_S" 'BEGIN { exit !(d < l) }' \
+    || fail "docker compose down -v took $down_s s, limit $DOWN_LIMIT_S s (signals not handled?)"
+[ -z "$(docker volume ls -q --filter "name=${COMPOSE_PROJECT_NAME}_")" ] || fail "volumes left behind"
+
+FINISHED=1
+echo
+echo "deploy-test: phase timings"
+for p in "${PHASES[@]}"; do echo "  $p"; done
+echo "  total                                        $(elapsed_since "$T_START")s"
+echo "  image $INVARIANT_IMAGE: $IMAGE_SIZE (base $BASE_IMAGE: $(docker image inspect -f '{{.Size}}' "$BASE_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
+echo "deploy-test: PASSED"
