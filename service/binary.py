@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from service.errors import BadRequest
+from service.inputs import ascii_int
 
 HEADER = "inference-header-content-length"
 
@@ -20,10 +21,18 @@ def split_body(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """(json_part, binary_part) of a request body."""
     if header_length is None:
         return raw, b""
-    if not header_length.isdigit() or int(header_length) > len(raw):
+    size = ascii_int(header_length)
+    if size is None or size > len(raw):
         raise BadRequest(f"invalid Inference-Header-Content-Length {header_length!r} for a {len(raw)}-byte body")
-    size = int(header_length)
     return raw[:size], raw[size:]
+
+
+def parameters_of(obj: dict[str, Any], what: str) -> dict[str, Any]:
+    """The optional `parameters` object of a V2 request, input or output."""
+    parameters = obj.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise BadRequest(f'{what}: "parameters" must be a JSON object, got {type(parameters).__name__}')
+    return parameters
 
 
 def take_binary_inputs(tensors: list[dict[str, Any]], binary: bytes) -> list[bytes | None]:
@@ -31,7 +40,7 @@ def take_binary_inputs(tensors: list[dict[str, Any]], binary: bytes) -> list[byt
     parts: list[bytes | None] = []
     offset = 0
     for tensor in tensors:
-        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        size = parameters_of(tensor, f"input {tensor.get('name')!r}").get("binary_data_size")
         if size is None:
             parts.append(None)
             continue

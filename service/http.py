@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.errors import BadRequest, PayloadTooLarge
+from service.inputs import ascii_int
 from service.registry import ServedModel
 
 
@@ -17,7 +18,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over `limit` bytes before reading it where possible."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if ascii_int(declared) is None:
             raise BadRequest(f"invalid Content-Length {declared!r}")
         if int(declared) > limit:
             raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
@@ -45,9 +46,17 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
 
 def _parse_lenient(raw: bytes) -> Any:
     try:
-        return json.loads(raw)  # accepts NaN and Infinity, which orjson refuses
+        # Accepts NaN and Infinity, which orjson refuses. Integers too long for a float64 become floats
+        # (inf), so the row check names them instead of numpy overflowing.
+        return json.loads(raw, parse_int=_json_int)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("malformed JSON: nested too deeply") from None
+
+
+def _json_int(text: str) -> int | float:
+    return int(text) if len(text) <= 300 else float(text)
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

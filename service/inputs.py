@@ -29,7 +29,10 @@ def rows_from_nested(rows: Any, input_shape: tuple[int, ...], what: str = "insta
         problem = _row_problem(row, input_shape, row_size)
         if problem:
             raise BadRequest(f"{what} row {index}: {problem}")
-    array = np.asarray(rows, dtype=np.float32)
+    try:
+        array = np.asarray(rows, dtype=np.float32)
+    except ValueError:  # nested and flat rows mixed in one request: each is valid, the mixture is ragged
+        array = np.stack([np.asarray(row, dtype=np.float32).reshape(input_shape) for row in rows])
     return finite_rows(array.reshape((len(rows), *input_shape)), what)
 
 
@@ -67,6 +70,11 @@ def rows_from_bytes(
 
 
 _BINARY_DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+
+
+def ascii_int(text: str) -> int | None:
+    """A non-negative decimal integer written in ASCII digits, else None ('²'.isdigit() is True)."""
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def finite_rows(array: Float32Array, what: str) -> Float32Array:

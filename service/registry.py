@@ -16,6 +16,7 @@ from models import CheckpointError, Manifest, list_model_names, list_versions, l
 from service.batcher import Batcher
 from service.errors import NotFound, NotReady
 from service.executor import FixedShapeExecutor
+from service.inputs import ascii_int
 from service.metrics import Metrics
 from service.numerics import environment_report
 from service.selftest import SelfTestReport, run_self_test
@@ -93,9 +94,10 @@ class ModelRegistry:
             raise NotFound(f"unknown model {name!r}; available: {self.names()}")
         if version is None:
             return versions[max(versions)]
-        if not version.isdigit() or int(version) not in versions:
+        number = ascii_int(version)
+        if number is None or number not in versions:
             raise NotFound(f"model {name!r} has no version {version!r}; available: {sorted(versions)}")
-        return versions[int(version)]
+        return versions[number]
 
     def get_ready(self, name: str, version: str | None = None) -> ServedModel:
         served = self.get(name, version)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import __version__
-from service.binary import HEADER, encode_tensor, split_body, take_binary_inputs
+from service.binary import HEADER, encode_tensor, parameters_of, split_body, take_binary_inputs
 from service.errors import BadRequest, NotReady
 from service.executor import Float32Array, Outputs
 from service.http import json_response, model_headers, parse_json_object, read_body
@@ -153,7 +153,7 @@ def _input_rows(body: dict[str, Any], binary: bytes, served: ServedModel) -> Flo
 
 def _requested_outputs(body: dict[str, Any]) -> dict[str, bool]:
     """Output name -> whether to send it as binary data."""
-    default_binary = bool((body.get("parameters") or {}).get("binary_data_output", False))
+    default_binary = bool(parameters_of(body, "request").get("binary_data_output", False))
     requested = body.get("outputs")
     if requested is None:
         return dict.fromkeys(OUTPUTS, default_binary)
@@ -164,7 +164,7 @@ def _requested_outputs(body: dict[str, Any]) -> dict[str, bool]:
         name = output.get("name")
         if name not in OUTPUTS:
             raise BadRequest(f"unknown output {name!r}; the model's outputs are {list(OUTPUTS)}")
-        chosen[str(name)] = bool((output.get("parameters") or {}).get("binary_data", default_binary))
+        chosen[str(name)] = bool(parameters_of(output, f"output {name!r}").get("binary_data", default_binary))
     return chosen
 
 

@@ -19,7 +19,6 @@ ROW_TEXT = json.dumps(ROW)
 NOT_FINITE = "contains NaN or Infinity (or a value beyond float32's range)"
 LIMIT = 8 * 1024 * 1024  # the default --max-body-bytes
 BINARY_HEADER = "Inference-Header-Content-Length"
-BUG = "service bug (reported): an unexpected exception answers 500 and logs a traceback"
 
 
 @dataclass
@@ -60,12 +59,11 @@ class Probe:
 
 
 @pytest.fixture
-def probe(server: RunningServer, request: pytest.FixtureRequest) -> Iterator[Probe]:
+def probe(server: RunningServer) -> Iterator[Probe]:
     with server.client() as http:
         checked = Probe(server, http, server.log_path.stat().st_size)
         yield checked
-        if request.node.get_closest_marker("xfail") is None:  # known service bugs log their tracebacks
-            checked.expect_serving()
+        checked.expect_serving()
 
 
 def instances(*rows: str) -> bytes:
@@ -122,7 +120,6 @@ def test_known_version_serves(probe: Probe) -> None:
     assert response.json()["model_version"] == "1"
 
 
-@pytest.mark.xfail(strict=True, reason=BUG + ": str.isdigit() accepts '²', which int() refuses (registry.get)")
 def test_unicode_digit_version_is_404(probe: Probe) -> None:
     response = probe.http.post("/v1/models/tiny/versions/%C2%B2:predict", json={"instances": [ROW]})
     probe.expect_error(response, 404, "model 'tiny' has no version '²'; available: [1]")
@@ -248,13 +245,11 @@ def test_v1_values_within_float32_range_serve(probe: Probe) -> None:
     assert len(response.json()["predictions"]) == 3
 
 
-@pytest.mark.xfail(strict=True, reason=BUG + ": json.loads RecursionError past orjson's depth limit (http.py)")
 def test_deeply_nested_json_is_400(probe: Probe) -> None:
     body = b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     probe.expect_error(probe.v1(body), 400, "malformed JSON: nested too deeply")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG + ": a >308-digit JSON integer makes np.asarray raise OverflowError")
 def test_integer_beyond_float64_is_400_naming_the_row(probe: Probe) -> None:
     probe.expect_error(
         probe.v1(instances(ROW_TEXT, row_with(5, "1" + "0" * 400))), 400, f"instances row 1: {NOT_FINITE}"
@@ -478,13 +473,11 @@ def test_v2_binary_bad_inputs_are_400(probe: Probe) -> None:
     )
 
 
-@pytest.mark.xfail(strict=True, reason=BUG + ": str.isdigit() accepts '²', which int() refuses (binary.split_body)")
 def test_v2_unicode_digit_header_length_is_400(probe: Probe) -> None:
     response = probe.http.post("/v2/models/tiny/infer", content=b"{}", headers={BINARY_HEADER.encode(): b"\xb2"})
     probe.expect_error(response, 400, f"invalid {BINARY_HEADER} '²' for a 2-byte body")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG + ': a "parameters" that is not an object raises AttributeError (v2.py)')
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -531,9 +524,6 @@ def test_cnn_nested_and_flat_rows_give_identical_bits(probe: Probe) -> None:
         assert len(bits[0]) == 3 * 4
 
 
-@pytest.mark.xfail(
-    strict=True, reason=BUG + ": np.asarray of nested and flat rows together raises ValueError (inputs.py)"
-)
 def test_cnn_nested_and_flat_rows_mixed_in_one_request(probe: Probe) -> None:
     images = [cnn_image(seed) for seed in range(3)]
     nested = probe.http.post("/v1/models/tinycnn:predict", json={"instances": [image.tolist() for image in images]})
