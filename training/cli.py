@@ -1,0 +1,133 @@
+"""Command line of `python -m training` / `invariant-train`.
+
+Exit codes: 0 trained and wrote a version; 2 bad input (one line on stderr, nothing written); 1 the run
+could not finish (diverged, checkpoint not writable; one line on stderr, nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from training.errors import InputError, TrainingFailed
+from training.options import (
+    DEFAULT_BN_MOMENTUM,
+    DEFAULT_HIDDEN,
+    DEFAULT_LR,
+    DEFAULT_MOMENTUM,
+    WEIGHT_DECAY_KIND,
+    resolve_options,
+)
+from training.report import summary
+from training.run import run_training
+
+PROG = "invariant-train"
+
+EPILOG = f"""\
+weight decay (--weight-decay LAMBDA) is applied by the optimizer, never added to the loss, and only to
+weight matrices and conv kernels (not biases or norm parameters):
+  sgd:   {WEIGHT_DECAY_KIND["sgd"]}
+  adamw: {WEIGHT_DECAY_KIND["adamw"]}
+
+same seed and data on the same machine give bitwise identical weights (1 thread, deterministic algorithms).
+exit codes: 0 version written; 2 bad input (nothing written); 1 run failed (nothing written).
+"""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus the message on two lines; we want the single line every error gets."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=PROG,
+        description="Train an MLP or CNN and write it as the next version of <repository>/<name>/.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--data",
+        default="digits",
+        metavar="{digits,synthetic,PATH.csv}",
+        help="digits: scikit-learn's bundled 8x8 digits (no download); synthetic: a small generated set for "
+        "tests; or a CSV with a header, numeric feature columns and a label column (default: digits)",
+    )
+    data.add_argument("--label-column", metavar="NAME", help="CSV label column (default: the last column)")
+    data.add_argument(
+        "--val-fraction", type=float, default=0.2, metavar="F", help="validation share, in (0, 1) (default: 0.2)"
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--arch", choices=["mlp", "cnn"], default="mlp", help="(default: mlp)")
+    model.add_argument(
+        "--hidden",
+        metavar="W1,W2,...",
+        help=f"hidden widths; for cnn the conv channel widths (default: mlp {_widths('mlp')}, cnn {_widths('cnn')})",
+    )
+    model.add_argument("--norm", choices=["batch", "layer", "none"], default="batch", help="(default: batch)")
+    model.add_argument("--dropout", type=float, default=0.2, metavar="P", help="in [0, 1) (default: 0.2)")
+    model.add_argument(
+        "--bn-momentum",
+        type=float,
+        metavar="M",
+        help="BatchNorm running-statistics momentum, 1 - beta of the notes' eq. (4): "
+        f"mu <- (1 - M) mu + M E[z] (default: {DEFAULT_BN_MOMENTUM})",
+    )
+    optim = parser.add_argument_group("optimization")
+    optim.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="(default: sgd)")
+    optim.add_argument(
+        "--lr", type=float, metavar="ALPHA", help=f"(default: sgd {DEFAULT_LR['sgd']}, adamw {DEFAULT_LR['adamw']})"
+    )
+    optim.add_argument(
+        "--momentum", type=float, metavar="M", help=f"SGD momentum in [0, 1) (default: {DEFAULT_MOMENTUM})"
+    )
+    optim.add_argument(
+        "--weight-decay",
+        type=float,
+        default=5e-4,
+        metavar="LAMBDA",
+        help="sgd: coupled (eq. 6), adamw: decoupled; see below (default: 5e-4)",
+    )
+    optim.add_argument("--epochs", type=int, default=20, help="(default: 20)")
+    optim.add_argument("--batch-size", type=int, default=64, help="(default: 64)")
+    optim.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--name", help="model name (default: digits, synthetic or the CSV file's stem)")
+    output.add_argument(
+        "--repository",
+        default="./model-repository",
+        metavar="DIR",
+        help="model repository (default: ./model-repository)",
+    )
+    return parser
+
+
+def _widths(arch: str) -> str:
+    return ",".join(str(width) for width in DEFAULT_HIDDEN[arch])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (the console script passes it to sys.exit)."""
+    try:
+        namespace = build_parser().parse_args(argv)
+        options = resolve_options(vars(namespace))
+        result = run_training(options)
+    except InputError as exc:
+        return _fail(exc, 2)
+    except TrainingFailed as exc:
+        return _fail(exc, 1)
+    print(summary(result.history))
+    print(f"checkpoint: {result.version_dir}")
+    return 0
+
+
+def _fail(exc: Exception, code: int) -> int:
+    # One line, whatever the message held (a path or a value could carry a newline).
+    message = " ".join(str(exc).split())
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,145 @@
+"""Data sources (digits, synthetic, CSV), the seeded train/validation split and standardization statistics.
+
+All features are float32 tensors shaped `(N, *input_shape)`: `(N, F)` for the MLP, `(N, C, H, W)` for the
+CNN. Labels are int64 indices `(N,)` into `class_labels`, which are strings (what the server returns).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from training.csv_data import read_csv
+from training.errors import InputError
+
+# The generated set is fixed (its own seed), so --seed changes initialization and shuffling, not the data.
+SYNTHETIC_ROWS = 480
+SYNTHETIC_SIDE = 4  # 16 features: (N, 16) for the MLP, (N, 1, 4, 4) for the CNN
+SYNTHETIC_CLASSES = 3
+SYNTHETIC_DATA_SEED = 0
+
+
+@dataclass(frozen=True)
+class Dataset:
+    features: torch.Tensor  # (N, *input_shape) float32
+    labels: torch.Tensor  # (N,) int64 class indices
+    feature_names: tuple[str, ...]  # names of the flattened features, row-major for images
+    class_labels: tuple[str, ...]  # index -> label string
+    source: str  # "digits", "synthetic" or the CSV path
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.features.shape[1:])
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class Split:
+    train: Dataset
+    val: Dataset
+
+
+def load_dataset(data: str, arch: str, label_column: str | None = None) -> Dataset:
+    """`data` is "digits", "synthetic" or a CSV path; images keep their (C, H, W) shape only for the CNN."""
+    if data == "digits":
+        return _digits(arch)
+    if data == "synthetic":
+        return _synthetic(arch)
+    table = read_csv(Path(data), label_column)
+    labels, class_labels = encode_labels(list(table.labels), f"CSV {data} label column {table.label_column!r}")
+    return Dataset(table.features, labels, table.feature_names, class_labels, data)
+
+
+def _digits(arch: str) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    # Bundled with scikit-learn, no download: 1797 images of 8x8 pixels with values 0..16, classes 0..9.
+    bunch = load_digits()
+    flat = torch.tensor(bunch.data, dtype=torch.float32)  # (1797, 64)
+    features = flat.reshape(-1, 1, 8, 8) if arch == "cnn" else flat
+    labels, class_labels = encode_labels([str(int(y)) for y in bunch.target], "digits")
+    names = tuple(f"pixel_{index}" for index in range(64))
+    return Dataset(features, labels, names, class_labels, "digits")
+
+
+def _synthetic(arch: str) -> Dataset:
+    from sklearn.datasets import make_classification
+
+    count = SYNTHETIC_SIDE * SYNTHETIC_SIDE
+    x, y = make_classification(
+        n_samples=SYNTHETIC_ROWS,
+        n_features=count,
+        n_informative=8,
+        n_redundant=2,
+        n_classes=SYNTHETIC_CLASSES,
+        n_clusters_per_class=1,
+        class_sep=2.0,
+        random_state=SYNTHETIC_DATA_SEED,
+    )
+    flat = torch.tensor(x, dtype=torch.float32)  # (480, 16)
+    features = flat.reshape(-1, 1, SYNTHETIC_SIDE, SYNTHETIC_SIDE) if arch == "cnn" else flat
+    labels, class_labels = encode_labels([str(int(label)) for label in y], "synthetic")
+    names = tuple(f"x{index}" for index in range(count))
+    return Dataset(features, labels, names, class_labels, "synthetic")
+
+
+def encode_labels(labels: list[str], where: str) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """Label strings -> (N,) int64 indices and the sorted class labels (numerically when all are numbers)."""
+    classes = sorted(set(labels), key=_label_sort_key(labels))
+    if len(classes) < 2:
+        raise InputError(f"{where} has a single class {classes[0]!r}; need at least 2 to train a classifier")
+    index = {label: position for position, label in enumerate(classes)}
+    return torch.tensor([index[label] for label in labels], dtype=torch.int64), tuple(classes)
+
+
+def _label_sort_key(labels: list[str]) -> type[str] | type[float]:
+    # "2" before "10" when every label is a number; plain string order otherwise.
+    try:
+        return float if all(math.isfinite(float(label)) for label in set(labels)) else str
+    except ValueError:
+        return str
+
+
+def split_dataset(dataset: Dataset, val_fraction: float, generator: torch.Generator) -> Split:
+    """A random split drawn from `generator`: round(N * val_fraction) validation rows, the rest training."""
+    total = len(dataset)
+    val_count = round(total * val_fraction)
+    if val_count < 1 or total - val_count < 2:
+        raise InputError(
+            f"{dataset.source} has {total} rows: too few for a validation split with --val-fraction "
+            f"{val_fraction:g} (need at least 1 validation and 2 training rows)"
+        )
+    order = torch.randperm(total, generator=generator)  # (N,)
+    return Split(train=_subset(dataset, order[val_count:]), val=_subset(dataset, order[:val_count]))
+
+
+def _subset(dataset: Dataset, rows: torch.Tensor) -> Dataset:
+    return Dataset(
+        dataset.features[rows], dataset.labels[rows], dataset.feature_names, dataset.class_labels, dataset.source
+    )
+
+
+def standardization_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (biased) std per feature of (N, F) -> (F,), or per channel of (N, C, H, W) -> (C, 1, 1).
+
+    These are the shapes of the model's `standardize.mean` / `standardize.std` buffers. A constant feature
+    (std 0, such as digits' always-blank corner pixels) gets std 1, so it maps to 0 instead of NaN.
+    Computed in float64 and then rounded once to float32.
+    """
+    wide = features.to(torch.float64)
+    if wide.dim() == 2:
+        dims: tuple[int, ...] = (0,)
+        keep = False
+    else:
+        dims, keep = (0, *range(2, wide.dim())), True
+    mean = wide.mean(dim=dims, keepdim=keep)
+    std = wide.std(dim=dims, keepdim=keep, unbiased=False)
+    if keep:
+        mean, std = mean.squeeze(0), std.squeeze(0)  # (1, C, 1, 1) -> (C, 1, 1)
+    std = torch.where(std == 0, torch.ones_like(std), std)
+    return mean.to(torch.float32), std.to(torch.float32)

@@ -1,0 +1,154 @@
+"""The training loop: pinned numerics, the optimizer (weight decay included), epochs and validation."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs in the lock files
+
+from training.data import Dataset, Split
+from training.errors import TrainingFailed
+
+# One thread: on a 2-core machine shared with other work, a second thread made the MLP 5-20x slower, and a
+# fixed count is part of "same seed, same machine -> same bits" (kernels may split work per thread).
+TRAIN_THREADS = 1
+EVAL_BATCH = 512  # validation rows per forward; eval mode, so the batch only affects speed
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int
+    train_loss: float  # mean cross-entropy over the epoch's training-mode batches (dropout on)
+    train_accuracy: float
+    val_loss: float  # eval mode: running statistics, no dropout
+    val_accuracy: float
+    seconds: float
+
+    def to_json(self) -> dict[str, float]:
+        return dict(asdict(self))
+
+
+@contextmanager
+def pinned_numerics(threads: int = TRAIN_THREADS) -> Iterator[None]:
+    """Deterministic algorithms and a fixed thread count inside; the caller's settings and RNG restored after.
+
+    Restoring matters because `main(argv)` also runs in-process (tests, other tools).
+    """
+    old_threads = torch.get_num_threads()
+    old_deterministic = torch.are_deterministic_algorithms_enabled()
+    old_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        torch.use_deterministic_algorithms(old_deterministic, warn_only=old_warn_only)
+        torch.set_num_threads(old_threads)
+
+
+def build_optimizer(
+    model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """SGD (coupled decay, the notes' eq. 6) or AdamW (decoupled decay).
+
+    As in the notes' eq. (5), which penalizes the weight matrices W_i, decay applies to weights with two or
+    more dimensions (Linear matrices, conv kernels); biases and the norms' scale/shift are not decayed.
+    """
+    decayed = [p for p in model.parameters() if p.dim() >= 2]
+    plain = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decayed, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    if name == "sgd":
+        # torch adds weight_decay * W to the gradient, then steps: W - lr * (grad + lambda W).
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    # AdamW first multiplies W by (1 - lr * lambda), then takes the Adam step of the loss gradient.
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def batch_indices(count: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A fresh shuffle of range(count) cut into batches of `batch_size` rows.
+
+    A last batch of a single row is merged into the one before it: BatchNorm cannot normalize one row in
+    training mode (its batch variance is 0).
+    """
+    order = torch.randperm(count, generator=generator)  # (count,)
+    batches = list(torch.split(order, batch_size))
+    if len(batches) > 1 and batches[-1].numel() == 1:
+        batches[-2] = torch.cat([batches[-2], batches.pop()])
+    return batches
+
+
+def train_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batches: list[torch.Tensor], data: Dataset, bar: tqdm
+) -> tuple[float, float]:
+    """One pass in training mode; returns (mean loss, accuracy) over the rows seen."""
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for rows in batches:
+        x, y = data.features[rows], data.labels[rows]  # (B, *input_shape), (B,)
+        logits = model(x)  # (B, num_classes)
+        loss = nn.functional.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        torch.autograd.backward(loss)
+        optimizer.step()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingFailed(f"training diverged: the loss became {value} (try a smaller --lr)")
+        loss_sum += value * len(rows)
+        correct += int((logits.argmax(dim=1) == y).sum())
+        seen += len(rows)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
+    return loss_sum / seen, correct / seen
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset) -> tuple[float, float]:
+    """(mean loss, accuracy) in eval mode: BatchNorm uses its running statistics, dropout is off."""
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(data), EVAL_BATCH):
+        x = data.features[start : start + EVAL_BATCH]
+        y = data.labels[start : start + EVAL_BATCH]
+        logits = model(x)  # (B, num_classes)
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        correct += int((logits.argmax(dim=1) == y).sum())
+    return loss_sum / len(data), correct / len(data)
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    split: Split,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    progress: bool = True,
+) -> list[EpochMetrics]:
+    """Train for `epochs` epochs, validating after each; a progress bar per epoch on stderr."""
+    history: list[EpochMetrics] = []
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        batches = batch_indices(len(split.train), batch_size, generator)
+        bar = tqdm(
+            total=len(batches),
+            desc=f"epoch {epoch}/{epochs}",
+            unit="batch",
+            file=sys.stderr,
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        with bar:
+            train_loss, train_accuracy = train_epoch(model, optimizer, batches, split.train, bar)
+            val_loss, val_accuracy = evaluate(model, split.val)
+            bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val_acc=f"{val_accuracy:.4f}")
+        seconds = time.perf_counter() - started
+        history.append(EpochMetrics(epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds))
+    return history

@@ -1,0 +1,184 @@
+"""Validated training options: what the command line asked for, with every default resolved.
+
+Each check raises `InputError` with a one-line message naming the flag, before any data is read or any file
+is written, so a bad flag never leaves a version directory behind.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from models.checkpoint import NAME_PATTERN
+from training.errors import InputError
+
+Arch = Literal["mlp", "cnn"]
+Norm = Literal["batch", "layer", "none"]
+OptimizerName = Literal["sgd", "adamw"]
+
+BUILTIN_DATA = ("digits", "synthetic")
+DEFAULT_HIDDEN: dict[str, tuple[int, ...]] = {"mlp": (256, 256), "cnn": (32, 64)}
+# Tuned on digits (20 epochs, 5 seeds): val accuracy 0.97-0.99 for both architectures.
+DEFAULT_LR: dict[str, float] = {"sgd": 0.05, "adamw": 0.003}
+DEFAULT_MOMENTUM = 0.9
+DEFAULT_BN_MOMENTUM = 0.1
+MAX_WIDTH = 16384
+MAX_SEED = 2**63 - 1
+
+# How each optimizer applies --weight-decay; written into the manifest and shown by --help.
+WEIGHT_DECAY_KIND: dict[str, str] = {
+    "sgd": "coupled: lambda*W is added to the gradient, so with momentum 0 one step is the notes' eq. (6) "
+    "W <- (1 - lr*lambda) W - lr*grad",
+    "adamw": "decoupled: W <- (1 - lr*lambda) W, then the Adam step on the loss gradient alone",
+}
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    data: str
+    label_column: str | None
+    arch: Arch
+    hidden: tuple[int, ...]
+    norm: Norm
+    dropout: float
+    optimizer: OptimizerName
+    lr: float
+    momentum: float  # SGD only; 0.0 is recorded for AdamW, which has no such knob
+    weight_decay: float
+    bn_momentum: float
+    epochs: int
+    batch_size: int
+    val_fraction: float
+    seed: int
+    name: str
+    repository: Path
+
+    def to_json(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["hidden"] = list(self.hidden)
+        values["repository"] = str(self.repository)
+        return values
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """'256,256' -> (256, 256); every width a positive integer."""
+    parts = [part.strip() for part in text.split(",")]
+    if not parts or any(not re.fullmatch(r"[0-9]+", part) for part in parts):
+        raise InputError(f"--hidden must be comma-separated positive integers such as 256,256, got {text!r}")
+    widths = tuple(int(part) for part in parts)
+    if any(not 1 <= width <= MAX_WIDTH for width in widths):
+        raise InputError(f"--hidden widths must be between 1 and {MAX_WIDTH}, got {text!r}")
+    return widths
+
+
+def resolve_options(raw: dict[str, Any]) -> TrainOptions:
+    """Turn argparse's values (None where a flag was not given) into checked `TrainOptions`."""
+    arch = cast(Arch, raw["arch"])
+    optimizer = cast(OptimizerName, raw["optimizer"])
+    norm = cast(Norm, raw["norm"])
+    data = str(raw["data"])
+    _check_combinations(raw, data, arch, norm, optimizer)
+    hidden = parse_hidden(raw["hidden"]) if raw["hidden"] is not None else DEFAULT_HIDDEN[arch]
+    return TrainOptions(
+        data=data,
+        label_column=raw["label_column"],
+        arch=arch,
+        hidden=hidden,
+        norm=norm,
+        dropout=_in_range("--dropout", raw["dropout"], 0.0, 1.0, low_open=False),
+        optimizer=optimizer,
+        lr=_positive("--lr", raw["lr"] if raw["lr"] is not None else DEFAULT_LR[optimizer]),
+        momentum=_sgd_momentum(raw["momentum"], optimizer),
+        weight_decay=_non_negative("--weight-decay", raw["weight_decay"]),
+        bn_momentum=_bn_momentum(raw["bn_momentum"]),
+        epochs=_int_at_least("--epochs", raw["epochs"], 1),
+        batch_size=_int_at_least("--batch-size", raw["batch_size"], 2 if norm == "batch" else 1),
+        val_fraction=_in_range("--val-fraction", raw["val_fraction"], 0.0, 1.0, low_open=True),
+        seed=_seed(raw["seed"]),
+        name=_name(raw["name"], data),
+        repository=_repository(raw["repository"]),
+    )
+
+
+def _check_combinations(raw: dict[str, Any], data: str, arch: Arch, norm: Norm, optimizer: str) -> None:
+    # A flag that would be silently ignored is refused: the user believes it took effect.
+    if raw["label_column"] is not None and data in BUILTIN_DATA:
+        raise InputError(f"--label-column applies only to CSV data, not --data {data}")
+    if arch == "cnn" and data not in BUILTIN_DATA:
+        raise InputError("--arch cnn needs image-shaped data (--data digits or synthetic); CSV rows are flat")
+    if raw["momentum"] is not None and optimizer != "sgd":
+        raise InputError(f"--momentum applies only to --optimizer sgd, not {optimizer}")
+    if raw["bn_momentum"] is not None and norm != "batch":
+        raise InputError(f"--bn-momentum applies only to --norm batch, not --norm {norm}")
+
+
+def _finite(flag: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise InputError(f"{flag} must be a finite number, got {value}")
+    return value
+
+
+def _in_range(flag: str, value: float, low: float, high: float, *, low_open: bool) -> float:
+    _finite(flag, value)
+    inside = (low < value if low_open else low <= value) and value < high
+    if not inside:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g})"
+        raise InputError(f"{flag} must be in {interval}, got {value:g}")
+    return value
+
+
+def _positive(flag: str, value: float) -> float:
+    if _finite(flag, value) <= 0:
+        raise InputError(f"{flag} must be > 0, got {value:g}")
+    return value
+
+
+def _non_negative(flag: str, value: float) -> float:
+    if _finite(flag, value) < 0:
+        raise InputError(f"{flag} must be >= 0, got {value:g}")
+    return value
+
+
+def _sgd_momentum(value: float | None, optimizer: str) -> float:
+    if optimizer != "sgd":
+        return 0.0
+    return _in_range("--momentum", DEFAULT_MOMENTUM if value is None else value, 0.0, 1.0, low_open=False)
+
+
+def _bn_momentum(value: float | None) -> float:
+    # torch's momentum is 1 - beta of the notes' eq. (4); 0 would freeze the running statistics at their
+    # initial values (mean 0, var 1), which eval mode would then use.
+    momentum = DEFAULT_BN_MOMENTUM if value is None else _finite("--bn-momentum", value)
+    if not 0.0 < momentum <= 1.0:
+        raise InputError(f"--bn-momentum must be in (0, 1], got {momentum:g}")
+    return momentum
+
+
+def _int_at_least(flag: str, value: int, minimum: int) -> int:
+    if value < minimum:
+        raise InputError(f"{flag} must be >= {minimum}, got {value}")
+    return value
+
+
+def _seed(value: int) -> int:
+    if not 0 <= value <= MAX_SEED:
+        raise InputError(f"--seed must be in [0, 2**63 - 1], got {value}")
+    return value
+
+
+def _name(value: str | None, data: str) -> str:
+    name = value if value is not None else (data if data in BUILTIN_DATA else Path(data).stem)
+    if not NAME_PATTERN.match(name):
+        source = "--name" if value is not None else f"the default --name (from {data!r})"
+        raise InputError(f"{source} {name!r} is not a valid model name: use letters, digits, '_', '.', '-'")
+    return name
+
+
+def _repository(value: str) -> Path:
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--repository {value!r} exists and is not a directory")
+    return path

@@ -1,0 +1,143 @@
+"""One training run end to end: data -> split -> model -> fit -> manifest -> checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.architectures import build_model
+from models.checkpoint import CheckpointError, Manifest, read_manifest, save_checkpoint
+from models.config import ArchConfig, CNNConfig, InputSpec, MLPConfig
+from training.data import Dataset, Split, load_dataset, split_dataset, standardization_stats
+from training.errors import InputError, TrainingFailed
+from training.loop import TRAIN_THREADS, EpochMetrics, build_optimizer, fit, pinned_numerics
+from training.options import WEIGHT_DECAY_KIND, TrainOptions
+
+
+@dataclass(frozen=True)
+class RunResult:
+    version_dir: Path
+    manifest: Manifest
+    history: list[EpochMetrics]
+
+
+def run_training(options: TrainOptions, progress: bool = True) -> RunResult:
+    """Train as `options` says and write the next version; raises InputError or TrainingFailed.
+
+    Everything that can be wrong with the input is checked before the first write, so a failed run leaves
+    no version directory.
+    """
+    dataset = load_dataset(options.data, options.arch, options.label_column)
+    source = data_source(options.data)
+    config = architecture(options, dataset)
+    with pinned_numerics():
+        # One seed drives initialization and dropout (global RNG); a separate generator seeded the same
+        # way drives the split and every epoch's shuffle, so nothing else in the process can shift them.
+        torch.manual_seed(options.seed)
+        generator = torch.Generator().manual_seed(options.seed)
+        split = split_dataset(dataset, options.val_fraction, generator)
+        model = build_model(config)
+        load_standardization(model, split.train.features)
+        optimizer = build_optimizer(model, options.optimizer, options.lr, options.momentum, options.weight_decay)
+        history = fit(model, optimizer, split, options.epochs, options.batch_size, generator, progress)
+    manifest = build_manifest(options, config, dataset, training_record(options, source, split), history)
+    try:
+        version_dir = save_checkpoint(options.repository, model, manifest)
+    except (CheckpointError, OSError) as exc:
+        raise TrainingFailed(f"could not write the checkpoint to {options.repository}: {exc}") from exc
+    # save_checkpoint fills in version, sha256 and time; return what a server will read.
+    return RunResult(version_dir, read_manifest(version_dir), history)
+
+
+def architecture(options: TrainOptions, dataset: Dataset) -> ArchConfig:
+    num_classes = len(dataset.class_labels)
+    if options.arch == "mlp":
+        (in_features,) = dataset.input_shape
+        return MLPConfig(
+            in_features=in_features,
+            num_classes=num_classes,
+            hidden=options.hidden,
+            norm=options.norm,
+            dropout=options.dropout,
+            bn_momentum=options.bn_momentum,
+        )
+    channels, height, width = dataset.input_shape
+    return CNNConfig(
+        in_channels=channels,
+        height=height,
+        width=width,
+        num_classes=num_classes,
+        channels=options.hidden,
+        norm=options.norm,
+        dropout=options.dropout,
+        bn_momentum=options.bn_momentum,
+    )
+
+
+def load_standardization(model: nn.Module, train_features: torch.Tensor) -> None:
+    """Copy the training split's statistics into the model, so the server needs no preprocessing."""
+    mean, std = standardization_stats(train_features)
+    standardize = model.get_submodule("standardize")
+    standardize.get_buffer("mean").copy_(mean)
+    standardize.get_buffer("std").copy_(std)
+
+
+def build_manifest(
+    options: TrainOptions,
+    config: ArchConfig,
+    dataset: Dataset,
+    record: dict[str, Any],
+    history: list[EpochMetrics],
+) -> Manifest:
+    last = history[-1]
+    return Manifest(
+        name=options.name,
+        version=0,  # chosen by save_checkpoint
+        architecture=config,
+        input=InputSpec(shape=dataset.input_shape, dtype="float32", feature_names=dataset.feature_names),
+        class_labels=dataset.class_labels,
+        training=record,
+        epochs=tuple(metrics.to_json() for metrics in history),
+        final_metrics={
+            "train_loss": last.train_loss,
+            "train_accuracy": last.train_accuracy,
+            "val_loss": last.val_loss,
+            "val_accuracy": last.val_accuracy,
+        },
+    )
+
+
+def training_record(options: TrainOptions, source: dict[str, str], split: Split) -> dict[str, Any]:
+    """Every flag plus what is needed to reproduce or audit the run."""
+    record = options.to_json()
+    record.update(
+        data_source=source,
+        train_rows=len(split.train),
+        val_rows=len(split.val),
+        weight_decay_kind=WEIGHT_DECAY_KIND[options.optimizer],
+        weight_decay_applies_to="weights with 2+ dims (Linear matrices, conv kernels); not biases or norms",
+        loss="cross_entropy, mean over the batch",
+        standardization="per feature" if options.arch == "mlp" else "per channel",
+        threads=TRAIN_THREADS,
+        deterministic_algorithms=True,
+    )
+    return record
+
+
+def data_source(data: str) -> dict[str, str]:
+    """Where the data came from; a CSV is identified by its resolved path and sha256 (read once, now)."""
+    if data == "digits":
+        return {"kind": "digits", "description": "sklearn.datasets.load_digits (1797 8x8 images)"}
+    if data == "synthetic":
+        return {"kind": "synthetic", "description": "sklearn make_classification, fixed random_state 0"}
+    path = Path(data)
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise InputError(f"CSV {data} cannot be read: {exc.strerror or exc}") from None
+    return {"kind": "csv", "path": str(path.resolve()), "sha256": digest}
