@@ -68,22 +68,16 @@ def _digits(arch: str) -> Dataset:
 
 
 def _synthetic(arch: str) -> Dataset:
-    from sklearn.datasets import make_classification
-
+    # Gaussian blobs around one random center per class, all drawn from a private generator: no sklearn
+    # import (a fast start for tests) and the same rows on every call.
+    generator = torch.Generator().manual_seed(SYNTHETIC_DATA_SEED)
     count = SYNTHETIC_SIDE * SYNTHETIC_SIDE
-    x, y = make_classification(
-        n_samples=SYNTHETIC_ROWS,
-        n_features=count,
-        n_informative=8,
-        n_redundant=2,
-        n_classes=SYNTHETIC_CLASSES,
-        n_clusters_per_class=1,
-        class_sep=2.0,
-        random_state=SYNTHETIC_DATA_SEED,
-    )
-    flat = torch.tensor(x, dtype=torch.float32)  # (480, 16)
+    centers = 1.5 * torch.randn(SYNTHETIC_CLASSES, count, generator=generator)  # (classes, 16)
+    classes = torch.arange(SYNTHETIC_ROWS) % SYNTHETIC_CLASSES  # (480,) balanced
+    noise = torch.randn(SYNTHETIC_ROWS, count, generator=generator)  # (480, 16)
+    flat = centers[classes] + noise + 3.0  # offset: standardization has something to remove
     features = flat.reshape(-1, 1, SYNTHETIC_SIDE, SYNTHETIC_SIDE) if arch == "cnn" else flat
-    labels, class_labels = encode_labels([str(int(label)) for label in y], "synthetic")
+    labels, class_labels = encode_labels([str(int(label)) for label in classes], "synthetic")
     names = tuple(f"x{index}" for index in range(count))
     return Dataset(features, labels, names, class_labels, "synthetic")
 

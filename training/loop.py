@@ -81,7 +81,8 @@ def batch_indices(count: int, batch_size: int, generator: torch.Generator) -> li
     order = torch.randperm(count, generator=generator)  # (count,)
     batches = list(torch.split(order, batch_size))
     if len(batches) > 1 and batches[-1].numel() == 1:
-        batches[-2] = torch.cat([batches[-2], batches.pop()])
+        last = batches.pop()
+        batches[-1] = torch.cat([batches[-1], last])
     return batches
 
 
