@@ -20,8 +20,6 @@ from training.options import (
     WEIGHT_DECAY_KIND,
     resolve_options,
 )
-from training.report import summary
-from training.run import run_training
 
 PROG = "invariant-train"
 
@@ -116,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         namespace = build_parser().parse_args(argv)
         options = resolve_options(vars(namespace))
+        # Imported only now: torch takes seconds to import, and a bad flag should not wait for it.
+        from training.report import summary
+        from training.run import run_training
+
         result = run_training(options)
     except InputError as exc:
         return _fail(exc, 2)
