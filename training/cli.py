@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -23,11 +24,18 @@ from training.options import (
 
 PROG = "invariant-train"
 
+
+def _kind(optimizer: str) -> str:
+    return textwrap.fill(
+        f"{optimizer + ':':7}{WEIGHT_DECAY_KIND[optimizer]}", width=100, initial_indent="  ", subsequent_indent=" " * 9
+    )
+
+
 EPILOG = f"""\
 weight decay (--weight-decay LAMBDA) is applied by the optimizer, never added to the loss, and only to
 weight matrices and conv kernels (not biases or norm parameters):
-  sgd:   {WEIGHT_DECAY_KIND["sgd"]}
-  adamw: {WEIGHT_DECAY_KIND["adamw"]}
+{_kind("sgd")}
+{_kind("adamw")}
 
 same seed and data on the same machine give bitwise identical weights (1 thread, deterministic algorithms).
 exit codes: 0 version written; 2 bad input (nothing written); 1 run failed (nothing written).
@@ -91,9 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LAMBDA",
         help="sgd: coupled (eq. 6), adamw: decoupled; see below (default: 5e-4)",
     )
-    optim.add_argument("--epochs", type=int, default=20, help="(default: 20)")
-    optim.add_argument("--batch-size", type=int, default=64, help="(default: 64)")
-    optim.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    optim.add_argument("--epochs", type=int, metavar="N", default=20, help="(default: 20)")
+    optim.add_argument("--batch-size", type=int, metavar="N", default=64, help="(default: 64)")
+    optim.add_argument("--seed", type=int, metavar="N", default=0, help="(default: 0)")
     output = parser.add_argument_group("output")
     output.add_argument("--name", help="model name (default: digits, synthetic or the CSV file's stem)")
     output.add_argument(
