@@ -70,7 +70,7 @@ compose() { timeout 600 docker compose "$@"; }
 on_exit() {
     local rc=$?
     set +e
-    for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    for pid in "${BG_PIDS[@]}"; do [ -n "$pid" ] && kill -TERM -- "-$pid" 2>/dev/null; done
     if [ "$FINISHED" != 1 ] && [ "$STACK_UP" = 1 ]; then
         echo "[deploy-test] diagnostics for project $COMPOSE_PROJECT_NAME:" >&2
         timeout 30 docker compose ps -a >&2
@@ -119,11 +119,13 @@ log "project $COMPOSE_PROJECT_NAME, image $INVARIANT_IMAGE, base $BASE_IMAGE, se
 # Background jobs: NAME CMD... runs CMD with its output in deploy/.cache/logs/NAME.log; bg_wait NAME waits
 # for it, fails with the log's tail if it failed, and records its duration as a phase.
 declare -A BG_PID BG_T0
+# Each job runs in its own session (setsid), so that a failure can stop it with all its children.
 bg() {
     local name="$1"
     shift
     BG_T0[$name]=$EPOCHREALTIME
-    ( rc=0; "$@" >"$(logfile "$name")" 2>&1 || rc=$?; echo "$rc $EPOCHREALTIME" >"$(logfile "$name").done" ) &
+    setsid bash -c 'out="$1"; shift; rc=0; "$@" >"$out" 2>&1 </dev/null || rc=$?; echo "$rc $EPOCHREALTIME" >"$out.done"' \
+        _ "$(logfile "$name")" "$@" &
     BG_PID[$name]=$!
     BG_PIDS+=($!)
     log "phase (in the background): $name"
@@ -131,27 +133,53 @@ bg() {
 bg_wait() {
     local name="$1" rc end
     wait "${BG_PID[$name]}" || true
+    local keep=() p
+    for p in "${BG_PIDS[@]}"; do [ "$p" = "${BG_PID[$name]}" ] || keep+=("$p"); done
+    BG_PIDS=("${keep[@]}")
     read -r rc end <"$(logfile "$name").done" || fail "background phase '$name' left no status"
     sed 's/^/  /' "$(logfile "$name")"
     if [ "$rc" != 0 ]; then fail "phase '$name' exited with status $rc (log: $(logfile "$name"))"; fi
     record "$name (in parallel)" "$(awk -v a="${BG_T0[$name]}" -v b="$end" 'BEGIN { printf "%.1f", b - a }')"
 }
 
-# The wheelhouse and the compose plugin need only pip: they run beside the apt install and the base image.
+# The wheelhouse and the compose plugin need only pip, and the base image's root filesystem only mmdebstrap:
+# they run beside the apt install of the engine.
 bg "wheelhouse" bash deploy/wheelhouse.sh
 bg "compose plugin" bash deploy/engine.sh install-compose
-phase "engine packages (apt, when missing)" bash deploy/engine.sh install-packages
-log "phase: start docker engine"
-t0=$EPOCHREALTIME
-STARTED_DOCKERD="$(bash deploy/engine.sh start 2>"$LOGS/engine_start.log")" \
-    || { cat "$LOGS/engine_start.log" >&2; fail "could not start the docker engine"; }
-sed 's/^/  /' "$LOGS/engine_start.log"
-record "start docker engine${STARTED_DOCKERD:+ (started pid $STARTED_DOCKERD)}" "$(elapsed_since "$t0")"
-phase "base image $BASE_IMAGE" bash deploy/base_image.sh "$BASE_IMAGE"
+ENGINE_STARTED=0
+start_engine() {
+    log "phase: start docker engine"
+    local t0=$EPOCHREALTIME
+    STARTED_DOCKERD="$(bash deploy/engine.sh start 2>"$LOGS/engine_start.log")" \
+        || { cat "$LOGS/engine_start.log" >&2; fail "could not start the docker engine"; }
+    sed 's/^/  /' "$LOGS/engine_start.log"
+    ENGINE_STARTED=1
+    record "start docker engine${STARTED_DOCKERD:+ (started pid $STARTED_DOCKERD)}" "$(elapsed_since "$t0")"
+}
+NEED_BASE=1
+if command -v dockerd >/dev/null 2>&1; then
+    start_engine
+    if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+        NEED_BASE=0
+        log "base image $BASE_IMAGE present"
+    fi
+fi
+ROOTFS="$ROOT/deploy/.cache/base-rootfs.tar"
+if [ "$NEED_BASE" = 1 ]; then
+    phase "apt: mmdebstrap (when missing)" bash deploy/engine.sh install-packages mmdebstrap
+    rm -f "$ROOTFS"
+    bg "base rootfs (mmdebstrap)" bash deploy/base_image.sh rootfs "$ROOTFS"
+fi
+phase "apt: docker.io (when missing)" bash deploy/engine.sh install-packages docker
+[ "$ENGINE_STARTED" = 1 ] || start_engine
+if [ "$NEED_BASE" = 1 ]; then
+    bg_wait "base rootfs (mmdebstrap)"
+    phase "base image import $BASE_IMAGE" bash deploy/base_image.sh import "$ROOTFS" "$BASE_IMAGE"
+    rm -f "$ROOTFS"
+fi
 bg_wait "compose plugin"
 docker compose version >/dev/null 2>&1 || fail "docker compose (v2 plugin) does not run"
 bg_wait "wheelhouse"
-BG_PIDS=()
 docker compose config --quiet || fail "docker-compose.yml is invalid"
 
 # ---------------------------------------------------------------------------------------------- build, up
@@ -189,7 +217,7 @@ record "invariance check + V2 infer" "$(elapsed_since "$t0")"
 
 # ---------------------------------------------------------------------------------------------- version 2
 phase "train v2 (compose run --rm train)" compose run --rm -T train \
-    --data digits --arch mlp --hidden 256,256 --norm batch --dropout 0.2 --weight-decay 5e-4 --epochs 20 \
+    --data digits --arch mlp --hidden 256,256 --norm batch --dropout 0.2 --weight-decay 5e-4 --epochs 5 \
     --name "$MODEL"
 tail -3 "$(logfile "train v2 (compose run --rm train)")" | sed 's/^/  train: /'
 

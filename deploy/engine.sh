@@ -4,6 +4,8 @@
 # no daemon answers.
 #
 #   deploy/engine.sh install        # Debian docker.io (+ mmdebstrap) and the compose plugin, when missing
+#   deploy/engine.sh install-packages [docker|mmdebstrap|all]   # only the Debian packages (default all)
+#   deploy/engine.sh install-compose                             # only the compose plugin
 #   deploy/engine.sh start          # start dockerd in the background unless one answers; prints its pid
 #                                   # on stdout when this call started it (nothing when one was running)
 #   deploy/engine.sh stop PID       # stop a dockerd that `start` started (only that pid, only if dockerd)
@@ -24,25 +26,31 @@ log() { echo "[engine] $*" >&2; }
 die() { echo "[engine] ERROR: $*" >&2; exit 1; }
 
 install_packages() {
-    local pkgs=()
-    command -v dockerd >/dev/null 2>&1 || pkgs+=(docker.io)
-    command -v docker-init >/dev/null 2>&1 || pkgs+=(tini)
-    command -v mmdebstrap >/dev/null 2>&1 || pkgs+=(mmdebstrap)
+    local which="${1:-all}" pkgs=()
+    if [ "$which" = all ] || [ "$which" = docker ]; then
+        command -v dockerd >/dev/null 2>&1 || pkgs+=(docker.io)
+        command -v docker-init >/dev/null 2>&1 || pkgs+=(tini)
+    fi
+    if [ "$which" = all ] || [ "$which" = mmdebstrap ]; then
+        command -v mmdebstrap >/dev/null 2>&1 || pkgs+=(mmdebstrap)
+    fi
     if [ ${#pkgs[@]} -eq 0 ]; then
-        log "docker engine and mmdebstrap already installed"
+        log "already installed ($which)"
         return
     fi
     [ "$(id -u)" -eq 0 ] || die "installing ${pkgs[*]} needs root"
     command -v apt-get >/dev/null 2>&1 || die "no apt-get: install ${pkgs[*]} by hand"
     log "apt-get install ${pkgs[*]}"
     mkdir -p "$CACHE"
-    # No init system: policy-rc.d already refuses service starts on these machines; be explicit anyway.
+    local apt_log="$CACHE/apt-$which.log"
+    # Try with the package lists as they are; on failure (none yet, or stale) update them and retry.
     if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" \
-            >"$CACHE/apt.log" 2>&1; then
-        apt-get update -q >>"$CACHE/apt.log" 2>&1 || { tail -20 "$CACHE/apt.log" >&2; die "apt-get update failed"; }
+            >"$apt_log" 2>&1; then
+        apt-get update -q >>"$apt_log" 2>&1 || { tail -20 "$apt_log" >&2; die "apt-get update failed"; }
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" \
-            >>"$CACHE/apt.log" 2>&1 || { tail -20 "$CACHE/apt.log" >&2; die "apt-get install ${pkgs[*]} failed"; }
+            >>"$apt_log" 2>&1 || { tail -20 "$apt_log" >&2; die "apt-get install ${pkgs[*]} failed"; }
     fi
+    log "installed ${pkgs[*]}"
 }
 
 install_compose() {
@@ -139,7 +147,7 @@ stop_engine() {
 
 case "${1:-}" in
     install) install_packages; install_compose ;;
-    install-packages) install_packages ;;
+    install-packages) install_packages "${2:-all}" ;;
     install-compose) install_compose ;;
     start) start_engine ;;
     stop) stop_engine "${2:-}" ;;
