@@ -62,13 +62,14 @@ def feature_count(metadata: dict[str, Any], override: int | None) -> int:
     if override:
         return override
     try:
-        shape = metadata["inputs"][0]["shape"]
-        n = int(shape[-1])
-        if n > 0:
-            return n
+        # [-1, 64] for an MLP, [-1, 1, 8, 8] for a CNN: a V1 row is the flattened sample.
+        dims = [int(d) for d in metadata["inputs"][0]["shape"][1:]]
     except (KeyError, IndexError, TypeError, ValueError):
-        pass
-    return DEFAULT_FEATURES
+        return DEFAULT_FEATURES
+    n = 1
+    for d in dims:
+        n *= d
+    return n if dims and n > 0 else DEFAULT_FEATURES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--version", default=None, help="check this version (versioned paths); default: latest")
     ap.add_argument("--sizes", default=None, help="comma-separated batch sizes (default from chunk_rows)")
-    ap.add_argument("--features", type=int, default=None, help="row length (default: from V2 metadata, else 64)")
+    ap.add_argument("--features", type=int, default=None, help="values per row (default: from V2 metadata, else 64)")
     ap.add_argument("--seed", type=int, default=20251126)
     ap.add_argument("--scale", type=float, default=16.0, help="probe and co-row values lie in [0, scale)")
     ap.add_argument("--v2", action="store_true", help="also send the probe through the V2 infer endpoint")
