@@ -177,9 +177,12 @@ def v2_check(
     inputs = metadata.get("inputs") or [{}]
     name = inputs[0].get("name", "input")
     datatype = inputs[0].get("datatype", "FP32")
+    dims = inputs[0].get("shape", [-1, len(probe)])[1:]
+    if not all(isinstance(d, int) and d > 0 for d in dims):
+        dims = [len(probe)]
     body = {
         "id": "invariance-check",
-        "inputs": [{"name": name, "shape": [1, len(probe)], "datatype": datatype, "data": probe}],
+        "inputs": [{"name": name, "shape": [1, *dims], "datatype": datatype, "data": probe}],
     }
     url = f"{base}/v2/models/{args.model}{vpath}/infer"
     answer, _ = request(url, body, timeout=args.timeout)
