@@ -132,6 +132,8 @@ def save_checkpoint(repository: Path, model: nn.Module, manifest: Manifest) -> P
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {key: tensor.detach().cpu().contiguous() for key, tensor in model.state_dict().items()}
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
+    # mkdtemp makes 0700; a published version is readable by a server running as another user (docker).
+    staging.chmod(0o755)
     try:
         weights_path = staging / WEIGHTS_FILE
         save_file(state, str(weights_path))

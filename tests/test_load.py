@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -172,3 +173,28 @@ def test_two_worker_processes_give_the_same_bits(tmp_path_factory: pytest.TempPa
     assert all(answer == expected for answer in answers)
     ok = (("model", "wide"), ("protocol", "v1"), ("status", "200"), ("version", "1"))
     assert samples[("invariant_requests_total", ok)] == 24  # summed over both worker processes
+
+
+def test_sigterm_drains_in_flight_requests(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A request being computed when SIGTERM arrives is answered in full before the process exits."""
+    repository = tmp_path_factory.mktemp("drain-repository")
+    write_checkpoint(repository, "slow", SLOW)
+    running = start_server(repository, tmp_path_factory.mktemp("logs"), "--chunk-rows", "2")
+    rows = np.zeros((16, 1, 128, 128), dtype=np.float32).tolist()  # 8 chunks of a slow model
+
+    async def request_then_sigterm() -> httpx.Response:
+        async with httpx.AsyncClient(base_url=running.url, timeout=60) as http:
+            answer = asyncio.create_task(http.post("/v1/models/slow:predict", json={"instances": rows}))
+            await asyncio.sleep(0.15)  # the request is in flight
+            running.process.send_signal(signal.SIGTERM)
+            return await answer
+
+    try:
+        response = asyncio.run(request_then_sigterm())
+        # uvicorn re-raises the signal once its graceful shutdown is done: exit by SIGTERM, after the drain.
+        assert running.process.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        stop_server(running)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 16
+    assert "Shutting down" in running.log()
