@@ -42,6 +42,7 @@ TRAIN_ARGS = [
     "--weight-decay", "5e-4", "--epochs", "20", "--name", MODEL,
 ]  # fmt: skip
 READY_TIMEOUT_S = 180.0
+READY_STREAK = 30
 
 
 # ---------------------------------------------------------------------------------------------- tools
@@ -145,6 +146,7 @@ class Server:
     env: dict[str, str]
     log: Path
     cwd: Path = ROOT  # `python -m service` runs the service/ found here
+    processes: int = 1  # worker processes
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
@@ -167,14 +169,23 @@ class Server:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self._log_tail()}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as answer,
-            ):
-                if answer.status == 200:
-                    return
+            # Every worker has started (uvicorn logs this once per process), and then readiness holds on
+            # many fresh connections in a row: one worker's "ready" says nothing about another's (ours load
+            # models after start-up), and a request to a loading worker would count as an error.
+            started = self.log.read_text(errors="replace").count("Application startup complete")
+            if started >= self.processes and all(self._ready() for _ in range(READY_STREAK)):
+                return
             time.sleep(0.2)
         raise RuntimeError(f"{self.name} not ready within {READY_TIMEOUT_S:g} s:\n{self._log_tail()}")
+
+    def _ready(self) -> bool:
+        time.sleep(0.02)
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as answer,
+        ):
+            return answer.status == 200
+        return False
 
     def stop(self) -> None:
         """SIGTERM to the whole process group (uvicorn supervisor and workers), SIGKILL if it lingers."""
@@ -262,27 +273,42 @@ def _cmdline(pid: int) -> str:
 def build_servers(args: argparse.Namespace, repository: Path, results: Path) -> dict[str, Server]:
     base_env = {key: value for key, value in os.environ.items() if not key.startswith("INVARIANT_")}
     base_env["PYTHONUNBUFFERED"] = "1"
-    ours = [PYTHON, "-m", "service", "--repository", str(repository), "--host", HOST, "--log-level", "warning"]
+    ours = [PYTHON, "-m", "service", "--repository", str(repository), "--host", HOST, "--log-level", "info"]
     for flag in ("workers", "chunk_rows", "threads", "max_queue_delay_ms", "audit_fraction"):
         value = getattr(args, flag)
         if value is not None:
             ours += ["--" + flag.replace("_", "-"), str(value)]
     uvicorn = [PYTHON, "-m", "uvicorn", "--app-dir", str(BENCH), "--host", HOST, "--loop", "uvloop"]
-    uvicorn += ["--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    uvicorn += ["--http", "httptools", "--no-access-log", "--log-level", "info"]
     baseline_env = {**base_env, "BENCH_REPOSITORY": str(repository), "BENCH_MODEL": MODEL}
+    workers = args.ceiling_workers
     servers = {
-        "ours": Server("ours", ours, base_env, results / "ours.log"),
-        "ours-unsafe": Server("ours-unsafe", [*ours, "--unsafe-variable-shape"], base_env, results / "unsafe.log"),
+        "ours": Server("ours", ours, base_env, results / "ours.log", processes=workers),
+        "ours-unsafe": Server(
+            "ours-unsafe",
+            [*ours, "--unsafe-variable-shape"],
+            base_env,
+            results / "unsafe.log",
+            processes=workers,
+        ),
         "plain": Server("plain", [*uvicorn, "--workers", "1", "baseline_plain:app"], baseline_env, results / "a.log"),
         "ceiling": Server(
             "ceiling",
-            [*uvicorn, "--workers", str(args.ceiling_workers), "baseline_ceiling:app"],
+            [*uvicorn, "--workers", str(workers), "baseline_ceiling:app"],
             baseline_env,
             results / "b.log",
+            processes=workers,
         ),
     }
     if args.candidate is not None:  # A/B: the same flags, the service/ of another checkout
-        servers["candidate"] = Server("candidate", ours, base_env, results / "candidate.log", cwd=args.candidate)
+        servers["candidate"] = Server(
+            "candidate",
+            ours,
+            base_env,
+            results / "candidate.log",
+            cwd=args.candidate,
+            processes=workers,
+        )
     return {name: servers[name] for name in [*args.only, *(["candidate"] if args.candidate else [])]}
 
 
