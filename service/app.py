@@ -1,10 +1,11 @@
-"""The app factory. No work at import: models load in the lifespan, in a background thread, so the
-liveness probe answers at once and readiness turns true once every model has been verified."""
+"""The app factory. No work at import: models load and self-test in the lifespan, before the process
+accepts connections. With several workers sharing one socket, a worker still loading accepts nothing, so no
+request lands on a process whose models are not verified yet."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -37,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         pin_numerics(settings.threads)
         registry.discover()
-        threading.Thread(target=registry.load_all, name="model-loader", daemon=True).start()
+        await asyncio.to_thread(registry.load_all)
         yield
         registry.stop()
 
@@ -57,7 +58,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def app_from_environment() -> FastAPI:
     """Factory for uvicorn worker processes: settings come from INVARIANT_* variables."""
-    return create_app(Settings())
+    settings = Settings()
+    configure_logging(settings.log_level)  # spawned workers do not inherit the parent's logging setup
+    return create_app(settings)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _install_error_handlers(app: FastAPI) -> None:

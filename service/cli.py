@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import tempfile
 
@@ -36,7 +35,6 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings()
     except ValueError as exc:
         raise SystemExit(f"invariant-serve: error: {exc}") from None
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.workers > 1:
         # Each worker keeps its own metrics; prometheus-client sums them through files in this folder.
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="invariant-metrics-"))
