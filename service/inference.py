@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from service.errors import ServiceError
 from service.executor import Float32Array, Outputs
@@ -26,6 +26,8 @@ class Inference:
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
+        self._counters: dict[tuple[str, str, str, str], Any] = {}
+        self._histograms: dict[tuple[str, str, str], Any] = {}
 
     async def predict(
         self,
@@ -35,21 +37,16 @@ class Inference:
         decode: Callable[[ServedModel], Float32Array],
     ) -> tuple[ServedModel, Outputs]:
         """decode(model) -> rows (N, *input_shape); returns the model that answered and its N outputs."""
-        async with self._observed(protocol, name, version) as call:
+        # Inline rather than an async context manager: this runs once per request.
+        known = self.registry.has(name)
+        call = _Call(name if known else "<unknown>", version if known and version else "")
+        started = time.perf_counter()
+        try:
             served = self.registry.get_ready(name, version)
             call.version = str(served.version)
             rows = decode(served)
             assert served.batcher is not None
             return served, await served.batcher.submit(rows, self.settings.request_timeout_s)
-
-    @asynccontextmanager
-    async def _observed(self, protocol: str, name: str, version: str | None) -> AsyncIterator[_Call]:
-        # Unknown names are counted under one label so that random URLs cannot grow the series without bound.
-        known = self.registry.has(name)
-        call = _Call(name if known else "<unknown>", version if known and version else "")
-        started = time.perf_counter()
-        try:
-            yield call
         except ServiceError as exc:
             call.status = exc.status_code
             raise
@@ -57,7 +54,16 @@ class Inference:
             call.status = 500
             raise
         finally:
-            self.metrics.requests.labels(call.name, call.version, protocol, str(call.status)).inc()
-            self.metrics.request_seconds.labels(call.name, call.version, protocol).observe(
-                time.perf_counter() - started
-            )
+            self._record(call, protocol, time.perf_counter() - started)
+
+    def _record(self, call: _Call, protocol: str, seconds: float) -> None:
+        key = (call.name, call.version, protocol)
+        histogram = self._histograms.get(key)
+        if histogram is None:
+            histogram = self._histograms[key] = self.metrics.request_seconds.labels(*key)
+        histogram.observe(seconds)
+        counter_key = (*key, str(call.status))
+        counter = self._counters.get(counter_key)
+        if counter is None:
+            counter = self._counters[counter_key] = self.metrics.requests.labels(*counter_key)
+        counter.inc()

@@ -79,6 +79,8 @@ def ascii_int(text: str) -> int | None:
 
 def finite_rows(array: Float32Array, what: str) -> Float32Array:
     """Refuse NaN and Infinity (also values beyond float32's range), naming the first such row."""
+    if np.isfinite(array).all():
+        return array
     finite = np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)  # (N,)
     if not finite.all():
         row = int(np.argmin(finite))

@@ -20,7 +20,9 @@ def pin_numerics(threads: int) -> None:
     # Inter-op threads can be set once per process; when already set, the intra-op count is what matters.
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
-    torch.use_deterministic_algorithms(True, warn_only=False)
+    # torch.use_deterministic_algorithms() also imports torch._inductor (and with it _dynamo and sympy, ~75 MB
+    # per process) only to set inductor's flag; the service never compiles, so set the eager flag alone.
+    torch._C._set_deterministic_algorithms(True, warn_only=False)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -6,6 +6,7 @@ self-test -> batcher. Any failure refuses that version with a reason; other vers
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -68,6 +69,11 @@ class ModelRegistry:
                 for served in versions.values():
                     self._load(served)
         finally:
+            # Everything alive now (torch, the models, the app) lives as long as the process: move it out of
+            # the collector's reach. Otherwise each full collection walks ~200k objects, ~190 ms on this
+            # machine, during which no request is answered (the p99 at 64 connections).
+            gc.collect()
+            gc.freeze()
             self.loaded.set()
 
     def stop(self) -> None:

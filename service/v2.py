@@ -62,19 +62,16 @@ def v2_router(inference: Inference) -> APIRouter:
     async def model_ready_version(name: str, version: str) -> Response:
         return _readiness(registry.get(name, version))
 
-    async def infer(request: Request, name: str, version: str | None) -> Response:
+    # A plain Starlette route, like V1 predict: no per-request dependency solving on the hot path.
+    async def infer(request: Request) -> Response:
+        name, version = request.path_params["name"], request.path_params.get("version")
         json_part, binary = split_body(await read_body(request, limit), request.headers.get(HEADER))
         body = parse_json_object(json_part)
         served, outputs = await inference.predict("v2", name, version, lambda model: _input_rows(body, binary, model))
         return _infer_response(body, served, outputs)
 
-    @router.post("/v2/models/{name}/infer")
-    async def infer_latest(request: Request, name: str) -> Response:
-        return await infer(request, name, None)
-
-    @router.post("/v2/models/{name}/versions/{version}/infer")
-    async def infer_version(request: Request, name: str, version: str) -> Response:
-        return await infer(request, name, version)
+    router.add_route("/v2/models/{name}/infer", infer, methods=["POST"])
+    router.add_route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"])
 
     return router
 

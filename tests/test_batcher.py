@@ -39,7 +39,8 @@ class GatedModel(nn.Module):
 @pytest.fixture
 def gated() -> Iterator[tuple[GatedModel, Batcher]]:
     model = GatedModel()
-    executor = FixedShapeExecutor(model, (4,), 2, chunk_rows=4)
+    # Not traced: a trace would record the tensor ops only, not the gate.
+    executor = FixedShapeExecutor(model, (4,), 2, chunk_rows=4, trace=False)
     batcher = Batcher(executor, ("gated", "1"), Metrics(4), max_queue_rows=10, audit_fraction=0.0)
     batcher.start()
     yield model, batcher
