@@ -16,14 +16,15 @@ from starlette.responses import Response
 
 from service import __version__
 from service.errors import ServiceError
-from service.http import json_response
+from service.hotpath import HotRoutes
+from service.http import error_response, json_response
 from service.inference import Inference
 from service.metrics import Metrics
 from service.numerics import pin_numerics
 from service.registry import ModelRegistry
 from service.settings import Settings
-from service.v1 import v1_router
-from service.v2 import v2_router
+from service.v1 import V1_PREDICT_PATHS, v1_predict_handler, v1_router
+from service.v2 import V2_INFER_PATHS, v2_infer_handler, v2_router
 
 log = logging.getLogger("invariant.app")
 
@@ -48,6 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.include_router(v1_router(inference))
     app.include_router(v2_router(inference))
+    hot_routes = [(path, v1_predict_handler(inference)) for path in V1_PREDICT_PATHS]
+    hot_routes += [(path, v2_infer_handler(inference)) for path in V2_INFER_PATHS]
+    app.add_middleware(HotRoutes, routes=hot_routes)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
@@ -70,7 +74,7 @@ def configure_logging(level: str) -> None:
 def _install_error_handlers(app: FastAPI) -> None:
     async def service_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServiceError)
-        return json_response({"error": exc.message}, exc.status_code, exc.headers)
+        return error_response(exc)
 
     async def http_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

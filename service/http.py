@@ -9,7 +9,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.errors import BadRequest, PayloadTooLarge
+from service.errors import BadRequest, PayloadTooLarge, ServiceError
 from service.inputs import ascii_int
 from service.registry import ServedModel
 
@@ -63,6 +63,10 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
     # orjson writes each float32 (widened exactly to float64) as the shortest decimal that reads back to
     # the same float64, so parsing the JSON and narrowing to float32 restores the exact bits.
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(exc: ServiceError) -> Response:
+    return json_response({"error": exc.message}, exc.status_code, exc.headers)
 
 
 def model_headers(served: ServedModel) -> dict[str, str]:

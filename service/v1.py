@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from service.errors import BadRequest
 from service.executor import Float32Array, Outputs
+from service.hotpath import Handler
 from service.http import json_response, model_headers, parse_json_object, read_body
 from service.inference import Inference
 from service.inputs import rows_from_nested
@@ -17,7 +18,6 @@ from service.registry import ServedModel
 
 def v1_router(inference: Inference) -> APIRouter:
     router = APIRouter(tags=["KServe V1"])
-    limit = inference.settings.max_body_bytes
 
     @router.get("/v1/models")
     async def list_models() -> Response:
@@ -28,18 +28,26 @@ def v1_router(inference: Inference) -> APIRouter:
         served = inference.registry.get(name)
         return json_response({"name": name, "ready": served.ready}, headers=model_headers(served))
 
-    # The hot path is a plain Starlette route: FastAPI's dependency solving and response handling cost more
-    # per request than decoding and batching a row. Path parameters come from request.path_params.
+    # Also answered by the HotRoutes front door (hotpath.py); registered here for the route table.
+    predict = v1_predict_handler(inference)
+    for path in V1_PREDICT_PATHS:
+        router.add_route(path, predict, methods=["POST"])
+    return router
+
+
+V1_PREDICT_PATHS = ("/v1/models/{name}:predict", "/v1/models/{name}/versions/{version}:predict")
+
+
+def v1_predict_handler(inference: Inference) -> Handler:
+    limit = inference.settings.max_body_bytes
+
     async def predict(request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         body = parse_json_object(await read_body(request, limit))
         served, outputs = await inference.predict("v1", name, version, lambda model: _instances(body, model))
         return json_response(_predictions(served, outputs), headers=model_headers(served))
 
-    router.add_route("/v1/models/{name}:predict", predict, methods=["POST"])
-    router.add_route("/v1/models/{name}/versions/{version}:predict", predict, methods=["POST"])
-
-    return router
+    return predict
 
 
 def _instances(body: dict[str, Any], served: ServedModel) -> Float32Array:

@@ -14,6 +14,7 @@ from service import __version__
 from service.binary import HEADER, encode_tensor, parameters_of, split_body, take_binary_inputs
 from service.errors import BadRequest, NotReady
 from service.executor import Float32Array, Outputs
+from service.hotpath import Handler
 from service.http import json_response, model_headers, parse_json_object, read_body
 from service.inference import Inference
 from service.inputs import rows_from_bytes, rows_from_flat
@@ -27,7 +28,6 @@ EXTENSIONS = ["binary_tensor_data", "model_repository_metadata"]
 def v2_router(inference: Inference) -> APIRouter:
     router = APIRouter(tags=["Open Inference Protocol V2"])
     registry = inference.registry
-    limit = inference.settings.max_body_bytes
 
     @router.get("/v2")
     async def server_metadata() -> Response:
@@ -62,7 +62,19 @@ def v2_router(inference: Inference) -> APIRouter:
     async def model_ready_version(name: str, version: str) -> Response:
         return _readiness(registry.get(name, version))
 
-    # A plain Starlette route, like V1 predict: no per-request dependency solving on the hot path.
+    # Also answered by the HotRoutes front door (hotpath.py); registered here for the route table.
+    infer = v2_infer_handler(inference)
+    for path in V2_INFER_PATHS:
+        router.add_route(path, infer, methods=["POST"])
+    return router
+
+
+V2_INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
+
+
+def v2_infer_handler(inference: Inference) -> Handler:
+    limit = inference.settings.max_body_bytes
+
     async def infer(request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         json_part, binary = split_body(await read_body(request, limit), request.headers.get(HEADER))
@@ -70,10 +82,7 @@ def v2_router(inference: Inference) -> APIRouter:
         served, outputs = await inference.predict("v2", name, version, lambda model: _input_rows(body, binary, model))
         return _infer_response(body, served, outputs)
 
-    router.add_route("/v2/models/{name}/infer", infer, methods=["POST"])
-    router.add_route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"])
-
-    return router
+    return infer
 
 
 def _readiness(served: ServedModel) -> Response:
