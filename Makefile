@@ -37,7 +37,7 @@ serve: venv
 	$(BIN)/python -m service --repository $(REPOSITORY) --host $(HOST) --port $(PORT)
 
 bench: venv
-	$(BIN)/python bench/run_bench.py
+	$(BIN)/python bench/run_bench.py --workers 2
 
 deploy-test: venv
 	bash deploy/deploy_test.sh

@@ -11,7 +11,8 @@ import orjson
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-app = FastAPI()
+# Telemetry off, as in invariant-serve: the same framework configuration for every server.
+app = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False})
 
 CONSTANT = orjson.dumps({"model_name": "digits", "model_version": "1", "predictions": []})
 

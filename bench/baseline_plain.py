@@ -26,7 +26,8 @@ MODEL, MANIFEST = load_checkpoint(REPOSITORY / MODEL_NAME / str(VERSION))
 MODEL.eval()
 LABELS = MANIFEST.class_labels
 
-app = FastAPI()
+# Telemetry off, as in invariant-serve: the same framework configuration for every server.
+app = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False})
 
 
 class PredictRequest(BaseModel):

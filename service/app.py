@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -43,7 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         registry.stop()
 
-    app = FastAPI(title="invariant-serve", version=__version__, lifespan=lifespan)
+    # FastAPI 0.165 reads its OpenTelemetry settings from os.environ on every request; we export Prometheus.
+    telemetry_off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(title="invariant-serve", version=__version__, lifespan=lifespan, telemetry=telemetry_off)
     app.state.registry = registry
     app.state.settings = settings
     _install_error_handlers(app)
