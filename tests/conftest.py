@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # test helper modules (checkpoints.py) import by name
 
+from bad_input_helpers import Probe
 from checkpoints import TINY_CNN, write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,9 +92,18 @@ def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repository
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """One server with default settings over the tiny repository, shared by a test module."""
+    """One server with default settings over the tiny repository, shared by every test that needs no other."""
     running = start_server(tiny_repository, tmp_path_factory.mktemp("logs"))
     yield running
     stop_server(running)
+
+
+@pytest.fixture
+def probe(server: RunningServer) -> Iterator[Probe]:
+    """A client of the shared server that, after the test, checks the server still serves cleanly."""
+    with server.client() as http:
+        checked = Probe(server, http, server.log_path.stat().st_size)
+        yield checked
+        checked.expect_serving()
