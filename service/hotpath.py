@@ -18,6 +18,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import ServiceError
+from service.http import error_response, json_response
 
 Handler = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger("invariant.hotpath")
@@ -43,8 +44,6 @@ class HotRoutes:
 
 
 async def _respond(handler: Handler, request: Request) -> Response:
-    from service.http import error_response, json_response  # http imports the registry; keep this module light
-
     try:
         return await handler(request)
     except ServiceError as exc:
