@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import Overloaded, RequestTimeout
+from service.errors import Overloaded, PayloadTooLarge, RequestTimeout
 from service.executor import FixedShapeExecutor, Float32Array, Outputs
 from service.metrics import Metrics
 
@@ -101,6 +101,8 @@ class Batcher:
         loop = asyncio.get_running_loop()
         count = rows.shape[0]
         request = _Request(rows, loop.create_future(), loop, time.perf_counter(), _empty_outputs(count, self))
+        if count > self.max_queue_rows:  # could never be queued: retrying would not help, unlike a full queue
+            raise PayloadTooLarge(f"request has {count} rows, more than max_queue_rows={self.max_queue_rows}")
         with self._wakeup:
             if self._queued_rows + count > self.max_queue_rows:
                 raise Overloaded(f"queue full: {self._queued_rows} rows waiting (max_queue_rows={self.max_queue_rows})")

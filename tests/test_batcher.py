@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from service.batcher import Batcher
-from service.errors import Overloaded, RequestTimeout
+from service.errors import Overloaded, PayloadTooLarge, RequestTimeout
 from service.executor import FixedShapeExecutor
 from service.metrics import Metrics
 
@@ -114,3 +114,16 @@ def test_timeout_frees_the_rows_and_the_batcher_recovers(gated: tuple[GatedModel
     asyncio.run(scenario())
     computed = [row for chunk in model.chunks for row in chunk[:, 0].tolist() if row]
     assert 50.0 not in computed  # the dropped rows never ran
+
+
+def test_request_larger_than_the_queue_bound_is_refused_as_too_large(gated: tuple[GatedModel, Batcher]) -> None:
+    model, batcher = gated
+    model.gate.set()
+
+    async def scenario() -> None:
+        with pytest.raises(PayloadTooLarge, match=r"request has 11 rows, more than max_queue_rows=10"):
+            await batcher.submit(rows(1, 11), 5)
+        assert (await batcher.submit(rows(1, 10), 5)).logits[:, 0].tolist() == list(map(float, range(1, 11)))
+
+    asyncio.run(scenario())
+    assert batcher.queued_rows == 0
