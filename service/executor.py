@@ -12,6 +12,7 @@ import logging
 import threading
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -71,14 +72,14 @@ class FixedShapeExecutor:
         self._lock = threading.Lock()
         # The one execution shape: (C, *input_shape). Reused so no allocation varies between calls.
         self._chunk = torch.zeros((chunk_rows, *input_shape), dtype=torch.float32, device=self.device)
-        # One TorchScript graph of the same aten ops (model, softmax, argmax), run in C++ with the GIL released
-        # once per forward instead of once per op. CPU only: the padding writes a numpy view of the chunk.
-        # The variable-shape (bench-only) mode runs the same graph, so the cost of the guarantee is compared
-        # like for like.
-        self._heads: torch.jit.ScriptModule | None = None
-        if trace and self.device.type == "cpu":
-            self._heads = _trace_heads(self.model, self._chunk)
-            self._pad = self._chunk.numpy()  # the same memory, written without torch calls
+        # Model, softmax and argmax as one module: traced on CPU when possible (one TorchScript graph run in
+        # C++, the GIL released once per forward instead of once per op), else eager. The variable-shape
+        # (bench-only) mode runs the same module, so the cost of the guarantee is compared like for like.
+        traced = _trace_heads(self.model, self._chunk) if trace and self.device.type == "cpu" else None
+        self._heads: nn.Module = traced if traced is not None else _Heads(self.model)
+        # On CPU, padding writes a numpy view of the chunk's own memory, with no torch call: each torch call
+        # re-takes the GIL, and while the event loop is busy a re-take can wait a whole switch interval (5 ms).
+        self._pad: Float32Array | None = self._chunk.numpy() if self.device.type == "cpu" else None
 
     def run(self, rows: Float32Array) -> Outputs:
         """rows: (N, *input_shape) float32 -> Outputs with N rows. N may be any size >= 1."""
@@ -88,63 +89,36 @@ class FixedShapeExecutor:
         logits = np.empty((count, self.num_classes), dtype=np.float32)
         probabilities = np.empty((count, self.num_classes), dtype=np.float32)
         class_index = np.empty((count,), dtype=np.int64)
-        if self._heads is not None and not self.variable_shape:
-            return self._run_traced(rows, logits, probabilities, class_index)
         step = count if self.variable_shape else self.chunk_rows
-        source = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
         with self._lock, torch.inference_mode():
             for start in range(0, count, max(step, 1)):
                 stop = min(start + step, count)
-                chunk_logits, chunk_probs, chunk_index = self._forward(source[start:stop])
+                chunk_logits, chunk_probs, chunk_index = self._forward(rows[start:stop])
                 logits[start:stop] = chunk_logits
                 probabilities[start:stop] = chunk_probs
                 class_index[start:stop] = chunk_index
         return Outputs(logits, probabilities, class_index)
 
-    def _run_traced(
-        self, rows: Float32Array, logits: Float32Array, probabilities: Float32Array, class_index: Int64Array
-    ) -> Outputs:
-        # One GIL-releasing call per chunk: padding in numpy (into the chunk tensor's own memory), then the
-        # traced graph. Every torch call from Python releases and re-takes the GIL, and while the event loop
-        # is busy each re-take can wait a whole switch interval (5 ms).
-        assert self._heads is not None
-        count, size = rows.shape[0], self.chunk_rows
-        pad = self._pad
-        with self._lock:
-            for start in range(0, count, size):
-                stop = min(start + size, count)
-                n = stop - start
-                pad[:n] = rows[start:stop]
-                pad[n:] = 0
-                with torch.inference_mode():
-                    chunk_logits, chunk_probs, chunk_index = self._heads(self._chunk)
-                logits[start:stop] = chunk_logits.numpy()[:n]
-                probabilities[start:stop] = chunk_probs.numpy()[:n]
-                class_index[start:stop] = chunk_index.numpy()[:n]
-        return Outputs(logits, probabilities, class_index)
-
-    def _forward(self, piece: torch.Tensor) -> tuple[Float32Array, Float32Array, Int64Array]:
+    def _forward(self, piece: Float32Array) -> tuple[Float32Array, Float32Array, Int64Array]:
         """piece: (n <= C, *input_shape) -> the first n rows of logits, softmax and argmax of one pass: C rows
         (zero-padded), or n rows in the bench-only variable-shape mode."""
         count = piece.shape[0]
+        chunk_logits, chunk_probs, chunk_index = self._heads(self._batch_of(piece))  # (C, K), (C, K), (C,)
+        return _host(chunk_logits)[:count], _host(chunk_probs)[:count], _host(chunk_index)[:count]
+
+    def _batch_of(self, piece: Float32Array) -> torch.Tensor:
+        """The tensor one forward runs on: the C-row chunk holding `piece` then zeros (rows are independent in
+        eval mode, so pad rows only fill the shape), or `piece` itself in variable-shape mode."""
         if self.variable_shape:
-            batch = piece.to(self.device)
+            return torch.from_numpy(np.ascontiguousarray(piece, dtype=np.float32)).to(self.device)
+        count = piece.shape[0]
+        if self._pad is not None:
+            self._pad[:count] = piece
+            self._pad[count:] = 0
         else:
-            # Zero padding: rows are independent in eval mode, so pad rows only fill the shape.
             self._chunk.zero_()
-            self._chunk[:count].copy_(piece)
-            batch = self._chunk
-        if self._heads is not None:
-            chunk_logits, chunk_probs, chunk_index = self._heads(batch)
-        else:
-            chunk_logits = self.model(batch)  # (C, K)
-            chunk_probs = torch.softmax(chunk_logits, dim=1)  # (C, K), from the same fixed-shape logits
-            chunk_index = torch.argmax(chunk_logits, dim=1)  # (C,)
-        return (
-            chunk_logits[:count].cpu().numpy(),
-            chunk_probs[:count].cpu().numpy(),
-            chunk_index[:count].cpu().numpy(),
-        )
+            self._chunk[:count].copy_(torch.from_numpy(np.ascontiguousarray(piece, dtype=np.float32)))
+        return self._chunk
 
     def run_plain(self, rows: Float32Array) -> Float32Array:
         """`model(batch)` on the whole batch, as other servers do: the control the guarantee is measured against."""
@@ -162,6 +136,10 @@ class _Heads(nn.Module):
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self.model(batch)
         return logits, torch.softmax(logits, dim=1), torch.argmax(logits, dim=1)
+
+
+def _host(tensor: torch.Tensor) -> npt.NDArray[Any]:
+    return tensor.numpy() if tensor.device.type == "cpu" else tensor.cpu().numpy()
 
 
 def _trace_heads(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule | None:

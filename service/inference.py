@@ -37,7 +37,8 @@ class Inference:
         decode: Callable[[ServedModel], Float32Array],
     ) -> tuple[ServedModel, Outputs]:
         """decode(model) -> rows (N, *input_shape); returns the model that answered and its N outputs."""
-        # Inline rather than an async context manager: this runs once per request.
+        # Inline rather than an async context manager: this runs once per request. Unknown names are counted
+        # under one label so that random URLs cannot grow the series without bound.
         known = self.registry.has(name)
         call = _Call(name if known else "<unknown>", version if known and version else "")
         started = time.perf_counter()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,6 @@ class ModelRegistry:
         self.settings = settings
         self.metrics = metrics
         self._models: dict[str, dict[int, ServedModel]] = {}
-        self.loaded = threading.Event()  # set once every version has been tried
 
     def discover(self) -> None:
         """List every version in the repository (state 'loading'); cheap, so the routes know all names."""
@@ -74,7 +72,6 @@ class ModelRegistry:
             # machine, during which no request is answered (the p99 at 64 connections).
             gc.collect()
             gc.freeze()
-            self.loaded.set()
 
     def stop(self) -> None:
         for served in self.all():

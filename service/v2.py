@@ -39,9 +39,8 @@ def v2_router(inference: Inference) -> APIRouter:
 
     @router.get("/v2/health/ready")
     async def ready() -> Response:
-        # Ready once every version has been tried and at least one serves; refused ones say why per model.
-        if not registry.loaded.is_set():
-            raise NotReady("models are still loading")
+        # The process accepts connections only after every version was tried (app lifespan), so ready means
+        # at least one serves; refused ones say why on their own endpoints.
         if not any(served.ready for served in registry.all()):
             raise NotReady("no model is ready")
         return json_response({"ready": True})
