@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
-from models.config import ArchConfig, MLPConfig, NormKind
+from models.config import ARCHITECTURES, ArchConfig, CNNConfig, MLPConfig, NormKind
 
 
 class Standardize(nn.Module):
@@ -63,9 +65,8 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-    def __init__(self, config: ArchConfig) -> None:
+    def __init__(self, config: CNNConfig) -> None:
         super().__init__()
-        assert not isinstance(config, MLPConfig)
         # Per-channel statistics, broadcast over (H, W).
         self.standardize = Standardize((config.in_channels, 1, 1))
         layers: list[nn.Module] = []
@@ -94,10 +95,16 @@ class CNN(nn.Module):
 
 
 def build_model(config: ArchConfig) -> nn.Module:
-    """A freshly initialized model for `config`; weights come from a checkpoint or from training."""
-    if isinstance(config, MLPConfig):
-        return MLP(config)
-    return CNN(config)
+    """A freshly initialized model for `config`; weights come from a checkpoint or from training.
+
+    The module class is the one `ARCHITECTURES` names for `config.arch`, checked to take this config type.
+    """
+    row = ARCHITECTURES[config.arch]
+    if not isinstance(config, row.config_type):
+        raise TypeError(f"{row.name} takes a {row.config_type.__name__}, got a {type(config).__name__}")
+    module_type = getattr(sys.modules[__name__], row.module)
+    model: nn.Module = module_type(config)
+    return model
 
 
 def batchnorm_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:

@@ -1,13 +1,32 @@
-"""Architecture configs: frozen data from which `build_model` rebuilds a model, with no code in the file."""
+"""Architecture configs and the one table of architectures (`ARCHITECTURES`).
+
+A config is frozen data from which `build_model` rebuilds a model, with no code in the file. The table says,
+per architecture, which config class and module it uses, how its input rows are laid out and its default
+widths; the training CLI's choices, data loading, training and `build_model` all read it, so adding a row
+(with its config class and module) is the whole of adding an architecture. This module does not import
+torch (the training CLI reads the table before deciding it needs torch).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 NormKind = Literal["batch", "layer", "none"]
 NORM_KINDS: tuple[str, ...] = get_args(NormKind)
+# flat: one row is a feature vector (F,); image: one row is a feature map (C, H, W).
+InputLayout = Literal["flat", "image"]
+
+
+@dataclass(frozen=True)
+class Common:
+    """The settings every architecture shares (what `for_input` takes besides shapes and widths)."""
+
+    norm: NormKind = "batch"
+    dropout: float = 0.0
+    bn_momentum: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -27,6 +46,18 @@ class MLPConfig:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return (self.in_features,)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return self.hidden
+
+    @classmethod
+    def for_input(
+        cls, input_shape: tuple[int, ...], num_classes: int, widths: tuple[int, ...], common: Common
+    ) -> MLPConfig:
+        """The config for rows shaped `input_shape` = (F,)."""
+        (in_features,) = input_shape
+        return cls(in_features, num_classes, widths, common.norm, common.dropout, common.bn_momentum)
 
 
 @dataclass(frozen=True)
@@ -51,9 +82,57 @@ class CNNConfig:
     def input_shape(self) -> tuple[int, ...]:
         return (self.in_channels, self.height, self.width)
 
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return self.channels
+
+    @classmethod
+    def for_input(
+        cls, input_shape: tuple[int, ...], num_classes: int, widths: tuple[int, ...], common: Common
+    ) -> CNNConfig:
+        """The config for rows shaped `input_shape` = (C, H, W)."""
+        in_channels, height, width = input_shape
+        return cls(in_channels, height, width, num_classes, widths, common.norm, common.dropout, common.bn_momentum)
+
 
 ArchConfig = MLPConfig | CNNConfig
-_CONFIG_TYPES: dict[str, type[MLPConfig] | type[CNNConfig]] = {"mlp": MLPConfig, "cnn": CNNConfig}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One row of the table of architectures."""
+
+    name: str  # the config's `arch` value, the --arch choice and the manifest's "arch"
+    config_type: type[MLPConfig] | type[CNNConfig]
+    module: str  # class in models.architectures that `build_model` instantiates (named: that module imports torch)
+    layout: InputLayout
+    default_widths: tuple[int, ...]
+    widths_meaning: str  # what --hidden sets for this architecture
+
+    @property
+    def standardization(self) -> str:
+        """How the model's Standardize layer pools its statistics: per input feature or per image channel."""
+        return "per feature" if self.layout == "flat" else "per channel"
+
+    def input_shape(self, flat_size: int, image_shape: tuple[int, int, int] | None) -> tuple[int, ...] | None:
+        """The row shape this architecture takes for data of `flat_size` features, None if it cannot take it.
+
+        `image_shape` is the data's (C, H, W) when its rows are images (None for tabular data such as CSV).
+        """
+        if self.layout == "flat":
+            return (flat_size,)
+        if image_shape is None or math.prod(image_shape) != flat_size:
+            return None
+        return image_shape
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    row.name: row
+    for row in (
+        Architecture("mlp", MLPConfig, "MLP", "flat", (256, 256), "hidden layer widths"),
+        Architecture("cnn", CNNConfig, "CNN", "image", (32, 64), "conv channel widths"),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -72,9 +151,9 @@ def config_to_dict(config: ArchConfig) -> dict[str, Any]:
 def config_from_dict(data: dict[str, Any]) -> ArchConfig:
     """Rebuild a config from its JSON form; raises ValueError naming the problem."""
     arch = data.get("arch")
-    if arch not in _CONFIG_TYPES:
-        raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(_CONFIG_TYPES)}")
-    config_type = _CONFIG_TYPES[arch]
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    config_type = ARCHITECTURES[arch].config_type
     known = {field.name for field in dataclasses.fields(config_type)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -93,7 +172,7 @@ def validate_config(config: ArchConfig) -> None:
         raise ValueError(f"norm must be one of {NORM_KINDS}, got {config.norm!r}")
     if not 0.0 <= config.dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {config.dropout}")
-    widths = config.hidden if isinstance(config, MLPConfig) else config.channels
+    widths = config.widths
     if not widths or any(width < 1 for width in widths):
         raise ValueError(f"layer widths must be positive integers, got {list(widths)}")
     if config.num_classes < 2:

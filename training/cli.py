@@ -12,10 +12,10 @@ import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
+from models.config import ARCHITECTURES, NORM_KINDS
 from training.errors import InputError, TrainingFailed
 from training.options import (
     DEFAULT_BN_MOMENTUM,
-    DEFAULT_HIDDEN,
     DEFAULT_LR,
     DEFAULT_MOMENTUM,
     WEIGHT_DECAY_KIND,
@@ -69,13 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-fraction", type=float, default=0.2, metavar="F", help="validation share, in (0, 1) (default: 0.2)"
     )
     model = parser.add_argument_group("model")
-    model.add_argument("--arch", choices=["mlp", "cnn"], default="mlp", help="(default: mlp)")
-    model.add_argument(
-        "--hidden",
-        metavar="W1,W2,...",
-        help=f"hidden widths; for cnn the conv channel widths (default: mlp {_widths('mlp')}, cnn {_widths('cnn')})",
-    )
-    model.add_argument("--norm", choices=["batch", "layer", "none"], default="batch", help="(default: batch)")
+    model.add_argument("--arch", choices=list(ARCHITECTURES), default="mlp", help="(default: mlp)")
+    model.add_argument("--hidden", metavar="W1,W2,...", help=f"layer widths; {_widths_help()}")
+    model.add_argument("--norm", choices=NORM_KINDS, default="batch", help="(default: batch)")
     model.add_argument("--dropout", type=float, default=0.2, metavar="P", help="in [0, 1) (default: 0.2)")
     model.add_argument(
         "--bn-momentum",
@@ -113,8 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _widths(arch: str) -> str:
-    return ",".join(str(width) for width in DEFAULT_HIDDEN[arch])
+def _widths_help() -> str:
+    """'mlp: hidden layer widths (default 256,256); cnn: ...', one entry per row of the table."""
+    return "; ".join(
+        f"{row.name}: {row.widths_meaning} (default {','.join(map(str, row.default_widths))})"
+        for row in ARCHITECTURES.values()
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

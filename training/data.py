@@ -1,7 +1,8 @@
 """Data sources (digits, synthetic, CSV), the seeded train/validation split and standardization statistics.
 
-All features are float32 tensors shaped `(N, *input_shape)`: `(N, F)` for the MLP, `(N, C, H, W)` for the
-CNN. Labels are int64 indices `(N,)` into `class_labels`, which are strings (what the server returns).
+All features are float32 tensors shaped `(N, *input_shape)`, laid out as the architecture's row of
+`models.config.ARCHITECTURES` says: `(N, F)` for a flat layout (MLP), `(N, C, H, W)` for an image layout
+(CNN). Labels are int64 indices `(N,)` into `class_labels`, which are strings (what the server returns).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from models.config import ARCHITECTURES
 from training.csv_data import read_csv
 from training.errors import InputError
 
@@ -45,29 +47,36 @@ class Split:
 
 
 def load_dataset(data: str, arch: str, label_column: str | None = None) -> Dataset:
-    """`data` is "digits", "synthetic" or a CSV path; images keep their (C, H, W) shape only for the CNN."""
+    """`data` is "digits", "synthetic" or a CSV path, shaped for architecture `arch` (a key of ARCHITECTURES)."""
     if data == "digits":
-        return _digits(arch)
-    if data == "synthetic":
-        return _synthetic(arch)
-    table = read_csv(Path(data), label_column)
-    labels, class_labels = encode_labels(list(table.labels), f"CSV {data} label column {table.label_column!r}")
-    return Dataset(table.features, labels, table.feature_names, class_labels, data)
+        flat, image_shape = _digits()
+    elif data == "synthetic":
+        flat, image_shape = _synthetic()
+    else:
+        table = read_csv(Path(data), label_column)
+        labels, class_labels = encode_labels(list(table.labels), f"CSV {data} label column {table.label_column!r}")
+        flat, image_shape = Dataset(table.features, labels, table.feature_names, class_labels, data), None
+    row = ARCHITECTURES[arch]
+    shape = row.input_shape(flat.features.shape[1], image_shape)
+    if shape is None:
+        raise InputError(f"--arch {arch} takes {row.layout} rows; {data} rows are {flat.input_shape} features")
+    return Dataset(flat.features.reshape(-1, *shape), flat.labels, flat.feature_names, flat.class_labels, data)
 
 
-def _digits(arch: str) -> Dataset:
+def _digits() -> tuple[Dataset, tuple[int, int, int]]:
+    """Flat rows (1797, 64) and their image shape (1, 8, 8)."""
     from sklearn.datasets import load_digits
 
     # Bundled with scikit-learn, no download: 1797 images of 8x8 pixels with values 0..16, classes 0..9.
     bunch = load_digits()
     flat = torch.tensor(bunch.data, dtype=torch.float32)  # (1797, 64)
-    features = flat.reshape(-1, 1, 8, 8) if arch == "cnn" else flat
     labels, class_labels = encode_labels([str(int(y)) for y in bunch.target], "digits")
     names = tuple(f"pixel_{index}" for index in range(64))
-    return Dataset(features, labels, names, class_labels, "digits")
+    return Dataset(flat, labels, names, class_labels, "digits"), (1, 8, 8)
 
 
-def _synthetic(arch: str) -> Dataset:
+def _synthetic() -> tuple[Dataset, tuple[int, int, int]]:
+    """Flat rows (480, 16) and their image shape (1, 4, 4)."""
     # Gaussian blobs around one random center per class, all drawn from a private generator: no sklearn
     # import (a fast start for tests) and the same rows on every call.
     generator = torch.Generator().manual_seed(SYNTHETIC_DATA_SEED)
@@ -76,10 +85,9 @@ def _synthetic(arch: str) -> Dataset:
     classes = torch.arange(SYNTHETIC_ROWS) % SYNTHETIC_CLASSES  # (480,) balanced
     noise = torch.randn(SYNTHETIC_ROWS, count, generator=generator)  # (480, 16)
     flat = centers[classes] + noise + 3.0  # offset: standardization has something to remove
-    features = flat.reshape(-1, 1, SYNTHETIC_SIDE, SYNTHETIC_SIDE) if arch == "cnn" else flat
     labels, class_labels = encode_labels([str(int(label)) for label in classes], "synthetic")
     names = tuple(f"x{index}" for index in range(count))
-    return Dataset(features, labels, names, class_labels, "synthetic")
+    return Dataset(flat, labels, names, class_labels, "synthetic"), (1, SYNTHETIC_SIDE, SYNTHETIC_SIDE)
 
 
 def encode_labels(labels: list[str], where: str) -> tuple[torch.Tensor, tuple[str, ...]]:

@@ -12,7 +12,7 @@ from torch import nn
 
 from models.architectures import build_model
 from models.checkpoint import CheckpointError, Manifest, read_manifest, save_checkpoint
-from models.config import ArchConfig, CNNConfig, InputSpec, MLPConfig
+from models.config import ARCHITECTURES, ArchConfig, Common, InputSpec
 from training.data import Dataset, Split, load_dataset, split_dataset, standardization_stats
 from training.errors import InputError, TrainingFailed
 from training.loop import TRAIN_THREADS, EpochMetrics, build_optimizer, fit, pinned_numerics
@@ -55,28 +55,9 @@ def run_training(options: TrainOptions, progress: bool = True) -> RunResult:
 
 
 def architecture(options: TrainOptions, dataset: Dataset) -> ArchConfig:
-    num_classes = len(dataset.class_labels)
-    if options.arch == "mlp":
-        (in_features,) = dataset.input_shape
-        return MLPConfig(
-            in_features=in_features,
-            num_classes=num_classes,
-            hidden=options.hidden,
-            norm=options.norm,
-            dropout=options.dropout,
-            bn_momentum=options.bn_momentum,
-        )
-    channels, height, width = dataset.input_shape
-    return CNNConfig(
-        in_channels=channels,
-        height=height,
-        width=width,
-        num_classes=num_classes,
-        channels=options.hidden,
-        norm=options.norm,
-        dropout=options.dropout,
-        bn_momentum=options.bn_momentum,
-    )
+    common = Common(norm=options.norm, dropout=options.dropout, bn_momentum=options.bn_momentum)
+    config_type = ARCHITECTURES[options.arch].config_type
+    return config_type.for_input(dataset.input_shape, len(dataset.class_labels), options.hidden, common)
 
 
 def load_standardization(model: nn.Module, train_features: torch.Tensor) -> None:
@@ -122,7 +103,7 @@ def training_record(options: TrainOptions, source: dict[str, str], split: Split)
         weight_decay_kind=WEIGHT_DECAY_KIND[options.optimizer],
         weight_decay_applies_to="weights with 2+ dims (Linear matrices, conv kernels); not biases or norms",
         loss="cross_entropy, mean over the batch",
-        standardization="per feature" if options.arch == "mlp" else "per channel",
+        standardization=ARCHITECTURES[options.arch].standardization,
         threads=TRAIN_THREADS,
         deterministic_algorithms=True,
     )
