@@ -1,8 +1,9 @@
 """GPU check of the fixed-shape guarantee (run on a CUDA machine; prints a table).
 
-For each model and C: the start-up self-test on the GPU, and the design notes' probe: one row at
-positions {0, mid, last} of batches of 25 sizes in 1..1000, compared bitwise with the row alone, for plain
-`model(batch)` and for the fixed-shape executor. Also the eager per-chunk latency.
+For each model and C: the start-up self-test on the GPU (the one probe, service/probe.py, on the fixed-shape
+executor), the same probe on plain `model(batch)` as the control (how many cases differ without the fixed
+shape), and the eager per-chunk latency. The last line is the digest of the probe rows' answers, to compare
+with another machine's (different CPUs or GPUs give different bits unless numerics are pinned).
 
     python bench/gpu_check.py [--device cuda]
 """
@@ -19,9 +20,9 @@ from torch import nn
 from models import ArchConfig, CNNConfig, MLPConfig, build_model
 from service.executor import FixedShapeExecutor
 from service.numerics import environment_report, pin_numerics
-from service.selftest import run_self_test
+from service.probe import ProbeReport, answers_digest, probe_rows, run_probe
+from service.selftest import row_answers, run_self_test
 
-SIZES = (1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 129, 255, 256, 500, 1000)
 MODELS: dict[str, ArchConfig] = {
     "mlp 64-256-256-10": MLPConfig(64, 10, hidden=(256, 256), norm="batch", dropout=0.2),
     "mlp 784-1024-1024-10": MLPConfig(784, 10, hidden=(1024, 1024), norm="batch", dropout=0.2),
@@ -38,21 +39,9 @@ def prepared(config: ArchConfig, device: str) -> nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def probe_counts(executor: FixedShapeExecutor, shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """(cases, plain differs, fixed differs) over SIZES x positions {0, mid, last}."""
-    rng = np.random.default_rng(0)
-    probe = rng.standard_normal((1, *shape)).astype(np.float32)
-    plain_alone = executor.run_plain(probe)[0].tobytes()
-    fixed_alone = executor.run(probe).logits[0].tobytes()
-    cases = plain_bad = fixed_bad = 0
-    for size in SIZES:
-        for position in sorted({0, size // 2, size - 1}):
-            batch = rng.standard_normal((size, *shape)).astype(np.float32)
-            batch[position] = probe[0]
-            cases += 1
-            plain_bad += executor.run_plain(batch)[position].tobytes() != plain_alone
-            fixed_bad += executor.run(batch).logits[position].tobytes() != fixed_alone
-    return cases, plain_bad, fixed_bad
+def plain_probe(executor: FixedShapeExecutor, shape: tuple[int, ...]) -> ProbeReport:
+    """The probe on plain `model(batch)`: cases whose bits differ from the row alone."""
+    return run_probe(lambda rows: [row.tobytes() for row in executor.run_plain(rows)], shape, executor.chunk_rows)
 
 
 def chunk_latency_ms(executor: FixedShapeExecutor, shape: tuple[int, ...]) -> float:
@@ -72,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     pin_numerics(1)
     print(environment_report(args.device))
-    header = f"{'model':<22} {'C':>4} {'self-test':>18} {'plain differs':>14} {'fixed differs':>14} {'chunk ms':>9}"
+    header = f"{'model':<22} {'C':>4} {'self-test':>18} {'plain differs':>14} {'chunk ms':>9} {'answers digest':>16}"
     print(header)
     print("-" * len(header))
     for label, config in MODELS.items():
@@ -80,11 +69,12 @@ def main() -> None:
         for chunk in map(int, args.chunks.split(",")):
             executor = FixedShapeExecutor(model, config.input_shape, config.num_classes, chunk, args.device)
             report = run_self_test(executor)
-            cases, plain_bad, fixed_bad = probe_counts(executor, config.input_shape)
+            plain = plain_probe(executor, config.input_shape)
             status = f"{'pass' if report.passed else 'FAIL'} {report.cases - report.failures}/{report.cases}"
+            digest = answers_digest(row_answers(executor.run(probe_rows(config.input_shape, chunk + 1))))
             print(
-                f"{label:<22} {chunk:>4} {status:>18} {f'{plain_bad}/{cases}':>14} {f'{fixed_bad}/{cases}':>14} "
-                f"{chunk_latency_ms(executor, config.input_shape):>9.3f}"
+                f"{label:<22} {chunk:>4} {status:>18} {f'{plain.failures}/{plain.cases}':>14} "
+                f"{chunk_latency_ms(executor, config.input_shape):>9.3f} {digest:>16}"
             )
 
 

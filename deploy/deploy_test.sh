@@ -159,7 +159,7 @@ start_engine() {
 NEED_BASE=1
 if command -v dockerd >/dev/null 2>&1; then
     start_engine
-    if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    if bash deploy/base_image.sh current "$BASE_IMAGE"; then
         NEED_BASE=0
         log "base image $BASE_IMAGE present"
     fi

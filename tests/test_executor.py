@@ -10,7 +10,8 @@ from torch import nn
 
 from models import MLPConfig, build_model
 from service.executor import FixedShapeExecutor
-from service.selftest import run_self_test, self_test_batch_sizes
+from service.probe import probe_batch_sizes
+from service.selftest import run_self_test
 from service.verify import ModelRefused, check_inference_mode, check_weights
 
 CONFIG = MLPConfig(in_features=64, num_classes=10, hidden=(256, 256), norm="batch", dropout=0.2)
@@ -70,7 +71,7 @@ def test_self_test_passes_on_fixed_shape_and_reports_the_control() -> None:
     report = run_self_test(executor)
     assert report.passed
     assert report.failures == 0
-    assert report.batch_sizes == (2, 3, 15, 16, 17, 33)
+    assert report.batch_sizes == (1, 2, 3, 15, 16, 17, 33)
     assert report.cases == 4 * sum(report.batch_sizes)  # every position, four kinds of co-rows
     assert report.plain_path_batch_dependent  # plain model(batch) differs on this machine
 
@@ -89,9 +90,10 @@ def test_variable_shape_mode_fails_its_self_test() -> None:
     assert not run_self_test(executor).passed
 
 
-def test_self_test_batch_sizes_for_small_chunks() -> None:
-    assert self_test_batch_sizes(1) == (2, 3)
-    assert self_test_batch_sizes(2) == (2, 3, 5)
+def test_probe_batch_sizes_for_small_chunks() -> None:
+    assert probe_batch_sizes(1) == (1, 2, 3)
+    assert probe_batch_sizes(2) == (1, 2, 3, 5)
+    assert probe_batch_sizes(32) == (1, 2, 3, 31, 32, 33, 65)
 
 
 def test_functional_dropout_is_refused() -> None:

@@ -19,6 +19,8 @@ from conftest import RunningServer, start_server, stop_server
 
 from models import MLPConfig, load_checkpoint
 from service.executor import FixedShapeExecutor
+from service.probe import FINITE_CO_ROW_KINDS
+from service.probe_http import ProbeClient, check_invariance
 
 # Digits-sized MLP with BatchNorm and dropout, as users train it.
 WIDE = MLPConfig(in_features=64, num_classes=10, hidden=(256, 256), norm="batch", dropout=0.2)
@@ -49,24 +51,26 @@ def float32_bits(values: list[float]) -> bytes:
 def test_row_is_bitwise_identical_alone_and_at_every_position_of_every_batch(
     wide_server: tuple[RunningServer, Path],
 ) -> None:
+    """The one probe (service/probe.py) over HTTP, with C from the server's metadata."""
     server, _ = wide_server
-    rng = np.random.default_rng(7)
-    probe = rng.standard_normal((1, 64)).astype(np.float32)
+    client = ProbeClient(server.url)
+    model = client.model("wide")
+    assert model.chunk_rows == 32
+    report = check_invariance(client, model, None, seed=7)
+    assert report.summary() == f"passed: {report.cases} cases bitwise identical"
+    assert report.batch_sizes == (1, 2, 3, 31, 32, 33, 65)
+    assert report.cases == len(FINITE_CO_ROW_KINDS) * sum(report.batch_sizes)  # every position
+
+
+def test_a_large_batch_spanning_many_chunks_gives_each_row_its_lone_bits(
+    wide_server: tuple[RunningServer, Path],
+) -> None:
+    server, _ = wide_server
+    rows = np.random.default_rng(9).standard_normal((LARGE_BATCH, 64)).astype(np.float32) * 3
     with server.client() as client:
-        chunk = client.get("/v2/models/wide").json()["parameters"]["chunk_rows"]
-        alone = predict(client, probe)[0]
-        sizes = [*range(1, 2 * chunk + 2), LARGE_BATCH]
-        cases = 0
-        for size in sizes:
-            positions = range(size) if size <= 2 * chunk + 1 else rng.choice(size, 40, replace=False)
-            for position in positions:
-                batch = rng.standard_normal((size, 64)).astype(np.float32) * 3
-                batch[position] = probe[0]
-                got = predict(client, batch)[position]
-                assert got == alone, f"batch {size}, position {position}"
-                assert float32_bits(got["logits"]) == float32_bits(alone["logits"])
-                cases += 1
-    assert cases == sum(range(1, 2 * chunk + 2)) + 40
+        batched = predict(client, rows)
+        for position in np.random.default_rng(9).choice(LARGE_BATCH, 20, replace=False):
+            assert predict(client, rows[position : position + 1])[0] == batched[position], f"row {position}"
 
 
 def test_control_plain_model_batch_is_batch_dependent_here(wide_server: tuple[RunningServer, Path]) -> None:
