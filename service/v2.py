@@ -124,6 +124,7 @@ def _parameters(served: ServedModel) -> dict[str, Any]:
     if served.self_test is not None:
         parameters["self_test"] = {
             **dataclasses.asdict(served.self_test),
+            "passed": served.self_test.passed,
             "summary": served.self_test.summary(),
         }
     if manifest is not None:
