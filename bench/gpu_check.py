@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from models import ArchConfig, CNNConfig, MLPConfig, build_model
-from service.executor import FixedShapeExecutor
+from service.executor import Executor
+from service.executor_factory import make_executor, resolve_placement
 from service.numerics import environment_report, pin_numerics
 from service.probe import ProbeReport, answers_digest, probe_rows, run_probe
 from service.selftest import row_answers, run_self_test
@@ -39,12 +40,12 @@ def prepared(config: ArchConfig, device: str) -> nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def plain_probe(executor: FixedShapeExecutor, shape: tuple[int, ...]) -> ProbeReport:
+def plain_probe(executor: Executor, shape: tuple[int, ...]) -> ProbeReport:
     """The probe on plain `model(batch)`: cases whose bits differ from the row alone."""
     return run_probe(lambda rows: [row.tobytes() for row in executor.run_plain(rows)], shape, executor.chunk_rows)
 
 
-def chunk_latency_ms(executor: FixedShapeExecutor, shape: tuple[int, ...]) -> float:
+def chunk_latency_ms(executor: Executor, shape: tuple[int, ...]) -> float:
     rows = np.random.default_rng(1).standard_normal((executor.chunk_rows, *shape)).astype(np.float32)
     for _ in range(5):
         executor.run(rows)
@@ -67,7 +68,8 @@ def main() -> None:
     for label, config in MODELS.items():
         model = prepared(config, args.device)
         for chunk in map(int, args.chunks.split(",")):
-            executor = FixedShapeExecutor(model, config.input_shape, config.num_classes, chunk, args.device)
+            placement = resolve_placement(args.device, "float32")
+            executor = make_executor(model, config.input_shape, config.num_classes, chunk, placement)
             report = run_self_test(executor)
             plain = plain_probe(executor, config.input_shape)
             status = f"{'pass' if report.passed else 'FAIL'} {report.cases - report.failures}/{report.cases}"

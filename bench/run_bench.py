@@ -121,11 +121,12 @@ def write_bodies(results: Path) -> dict[int, Path]:
 def build_servers(args: argparse.Namespace, repository: Path, results: Path) -> dict[str, Server]:
     base_env = {key: value for key, value in os.environ.items() if not key.startswith("INVARIANT_")}
     base_env["PYTHONUNBUFFERED"] = "1"
-    ours = [PYTHON, "-m", "service", "--repository", str(repository), "--host", HOST, "--log-level", "info"]
+    flags = ["--repository", str(repository), "--host", HOST, "--log-level", "info"]
     for flag in ("workers", "chunk_rows", "threads", "max_queue_delay_ms", "audit_fraction"):
         value = getattr(args, flag)
         if value is not None:
-            ours += ["--" + flag.replace("_", "-"), str(value)]
+            flags += ["--" + flag.replace("_", "-"), str(value)]
+    ours = [PYTHON, "-m", "service", *flags]
     uvicorn = [PYTHON, "-m", "uvicorn", "--app-dir", str(BENCH), "--host", HOST, "--loop", "uvloop"]
     uvicorn += ["--http", "httptools", "--no-access-log", "--log-level", "info"]
     baseline_env = {**base_env, "BENCH_REPOSITORY": str(repository), "BENCH_MODEL": MODEL}
@@ -134,7 +135,7 @@ def build_servers(args: argparse.Namespace, repository: Path, results: Path) -> 
         "ours": Server("ours", ours, base_env, results / "ours.log", processes=workers),
         "ours-unsafe": Server(
             "ours-unsafe",
-            [*ours, "--unsafe-variable-shape"],
+            [PYTHON, str(BENCH / "variable_shape.py"), *flags],  # same flags, variable-shape executor
             base_env,
             results / "unsafe.log",
             processes=workers,
@@ -273,7 +274,7 @@ def measure(servers: list[Server], wrk: str, bodies: dict[int, Path], args: argp
 
 LABELS = {
     "ours": "invariant-serve (fixed shape)",
-    "ours-unsafe": "invariant-serve --unsafe-variable-shape",
+    "ours-unsafe": "invariant-serve, variable shape (bench only)",
     "plain": "(a) plain FastAPI + pydantic",
     "ceiling": "(b) FastAPI + orjson, constant",
 }
@@ -398,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     wrk = ensure_wrk()
     repository, provenance = prepare_model(results_dir)
     bodies = write_bodies(results_dir)
-    chunk = args.chunk_rows or defaults["chunk_rows"].default
+    chunk = args.chunk_rows or "the device default"
     delay = args.max_queue_delay_ms if args.max_queue_delay_ms is not None else defaults["max_queue_delay_ms"].default
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores; python {platform.python_version()}")
     print(f"model: {MODEL} mlp 64-256-256-10, batch norm, dropout 0.2 ({provenance}) in {repository}")

@@ -17,12 +17,13 @@ from starlette.responses import Response
 
 from service import __version__
 from service.errors import ServiceError
+from service.executor_factory import resolve_placement
 from service.hotpath import HotRoutes
 from service.http import error_response, json_response
 from service.inference import Inference
 from service.metrics import Metrics
 from service.numerics import pin_numerics
-from service.registry import ModelRegistry
+from service.registry import ModelRegistry, ServingExecutorFactory
 from service.settings import Settings
 from service.v1 import V1_PREDICT_PATHS, v1_predict_handler, v1_router
 from service.v2 import V2_INFER_PATHS, v2_infer_handler, v2_router
@@ -30,10 +31,13 @@ from service.v2 import V2_INFER_PATHS, v2_infer_handler, v2_router
 log = logging.getLogger("invariant.app")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, executor_factory: ServingExecutorFactory | None = None) -> FastAPI:
+    """`executor_factory` is for the bench only: it serves through another executor once the model has
+    passed its self-test (see ServingExecutorFactory); no setting reaches it."""
     settings = settings or Settings()
+    resolve_placement(settings.device, settings.dtype)  # a device/dtype this machine cannot honour fails here
     metrics = Metrics(settings.chunk_rows)
-    registry = ModelRegistry(settings, metrics)
+    registry = ModelRegistry(settings, metrics, executor_factory)
     inference = Inference(registry, settings, metrics)
 
     @asynccontextmanager

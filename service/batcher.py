@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.errors import Overloaded, PayloadTooLarge, RequestTimeout
-from service.executor import FixedShapeExecutor, Float32Array, Outputs
+from service.executor import Executor, Float32Array, Outputs
 from service.metrics import Metrics
 
 log = logging.getLogger("invariant.batcher")
@@ -52,7 +52,7 @@ class _Piece:
 class Batcher:
     def __init__(
         self,
-        executor: FixedShapeExecutor,
+        executor: Executor,
         labels: tuple[str, str],
         metrics: Metrics,
         max_queue_rows: int,

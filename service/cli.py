@@ -8,6 +8,7 @@ import tempfile
 
 import uvicorn
 
+from service.executor_factory import resolve_placement
 from service.settings import Settings
 
 
@@ -26,20 +27,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, app_factory: str = "service.app:app_from_environment") -> None:
+    """`app_factory`: the import string uvicorn builds each worker's app from (the bench passes its own)."""
     given = {key: value for key, value in vars(_parser().parse_args(argv)).items() if value is not None}
     # Worker processes rebuild Settings from the environment, so flags travel as INVARIANT_* variables.
     for key, value in given.items():
         os.environ[f"INVARIANT_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     try:
         settings = Settings()
+        resolve_placement(settings.device, settings.dtype)
     except ValueError as exc:
         raise SystemExit(f"invariant-serve: error: {exc}") from None
     if settings.workers > 1:
         # Each worker keeps its own metrics; prometheus-client sums them through files in this folder.
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="invariant-metrics-"))
     uvicorn.run(
-        "service.app:app_from_environment",
+        app_factory,
         factory=True,
         host=settings.host,
         port=settings.port,

@@ -1,9 +1,13 @@
-"""The fixed-shape executor: every forward pass runs on exactly C rows. The only place torch runs a model.
+"""Executors: the only place torch runs a model. Every forward pass runs on exactly C rows.
 
 Kernels are chosen by matrix shape, so a row's bits can change with the batch size even in eval mode.
 Running every forward on one shape, (C, *input_shape), zero-padded, removes that freedom: a row's output
 depends only on the row (and, on many-threaded BLAS, its position in the chunk, which the self-test
 checks for every position).
+
+The batcher, the self-test, the audit and the registry see the `Executor` protocol only. Implementations:
+`TracedCpuExecutor` (CPU default), `EagerExecutor` (any model, any device: the fallback) and
+`CudaGraphExecutor` (service/executor_cuda.py). `build_executor` picks one from the settings.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +27,8 @@ from torch import nn
 log = logging.getLogger("invariant.executor")
 Float32Array = npt.NDArray[np.float32]
 Int64Array = npt.NDArray[np.int64]
+ChunkResult = tuple[Float32Array, Float32Array, Int64Array]  # logits (n, K), probabilities (n, K), argmax (n,)
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -47,11 +54,103 @@ class Outputs:
         )
 
 
-class FixedShapeExecutor:
-    """Runs an eval-mode model on (N, *input_shape) float32 rows, C rows per forward pass.
+class Executor(Protocol):
+    """Runs one eval-mode model on float32 rows (N, *input_shape), C rows per forward pass.
 
-    Thread-safe (one forward at a time): the batcher's compute thread, the auditor and the self-test share it.
+    Thread-safe: the batcher's compute thread, the auditor and the self-test share one executor.
     """
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+    @property
+    def chunk_rows(self) -> int: ...
+    @property
+    def num_classes(self) -> int: ...
+    @property
+    def model(self) -> nn.Module:
+        """The eval-mode model on the serving device and dtype (for the inference-mode checks)."""
+        ...
+
+    @property
+    def device(self) -> str: ...
+    @property
+    def dtype(self) -> str:
+        """ "float32" or "bfloat16": what the model computes in; inputs and outputs are float32."""
+        ...
+
+    def run(self, rows: Float32Array) -> Outputs:
+        """rows: (N >= 1, *input_shape) float32 -> Outputs with N rows, each from a C-row forward."""
+        ...
+
+    def run_plain(self, rows: Float32Array) -> Float32Array:
+        """`model(batch)` on the whole batch, as other servers do: the control the guarantee is measured
+        against. (N, *input_shape) -> logits (N, K) float32."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What this executor is, for the model's metadata: kind, device, dtype, C."""
+        ...
+
+
+class ChunkedExecutor(ABC):
+    """The chunk loop every executor shares: cut rows into pieces of at most `step` rows, run each piece
+    through `_forward`, gather the outputs. Subclasses decide how one piece runs."""
+
+    kind = "abstract"
+
+    def __init__(
+        self, model: nn.Module, input_shape: tuple[int, ...], num_classes: int, chunk_rows: int, device: str, dtype: str
+    ) -> None:
+        self.model = model
+        self.input_shape = input_shape
+        self.num_classes = num_classes
+        self.chunk_rows = chunk_rows
+        self.device = device
+        self.dtype = dtype
+        self._torch_dtype = DTYPES[dtype]
+        self._lock = threading.Lock()
+
+    def run(self, rows: Float32Array) -> Outputs:
+        if rows.shape[1:] != self.input_shape:
+            raise ValueError(f"rows have shape {rows.shape[1:]}, expected {self.input_shape}")
+        count = rows.shape[0]
+        logits = np.empty((count, self.num_classes), dtype=np.float32)
+        probabilities = np.empty((count, self.num_classes), dtype=np.float32)
+        class_index = np.empty((count,), dtype=np.int64)
+        step = max(self._step(count), 1)
+        with self._lock, torch.inference_mode():
+            for start in range(0, count, step):
+                stop = min(start + step, count)
+                logits[start:stop], probabilities[start:stop], class_index[start:stop] = self._forward(rows[start:stop])
+        return Outputs(logits, probabilities, class_index)
+
+    def _step(self, _count: int) -> int:
+        """Rows per forward pass: always C here (the bench's variable-shape executor overrides this)."""
+        return self.chunk_rows
+
+    @abstractmethod
+    def _forward(self, piece: Float32Array) -> ChunkResult:
+        """piece: (n <= C, *input_shape) -> the first n rows of one C-row forward's outputs."""
+
+    def run_plain(self, rows: Float32Array) -> Float32Array:
+        with self._lock, torch.inference_mode():
+            batch = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(self.device)
+            result: Float32Array = self.model(batch.to(self._torch_dtype)).float().cpu().numpy()
+            return result
+
+    def describe(self) -> dict[str, Any]:
+        return {"executor": self.kind, "device": self.device, "dtype": self.dtype, "chunk_rows": self.chunk_rows}
+
+
+class EagerExecutor(ChunkedExecutor):
+    """Eager PyTorch on any device: the fallback for models that cannot be traced or captured.
+
+    The chunk is padded in host memory: on CPU that memory is the input tensor itself (a numpy view, no
+    torch call: each torch call re-takes the GIL, and while the event loop is busy a re-take can wait a whole
+    switch interval, 5 ms); on a GPU it is copied over once per chunk.
+    """
+
+    kind = "eager"
 
     def __init__(
         self,
@@ -60,101 +159,69 @@ class FixedShapeExecutor:
         num_classes: int,
         chunk_rows: int,
         device: str = "cpu",
-        variable_shape: bool = False,
-        trace: bool = True,
+        dtype: str = "float32",
     ) -> None:
-        self.model = model.to(device).eval()
-        self.input_shape = input_shape
-        self.num_classes = num_classes
-        self.chunk_rows = chunk_rows
-        self.device = torch.device(device)
-        self.variable_shape = variable_shape
-        self._lock = threading.Lock()
-        # The one execution shape: (C, *input_shape). Reused so no allocation varies between calls.
-        self._chunk = torch.zeros((chunk_rows, *input_shape), dtype=torch.float32, device=self.device)
-        # Model, softmax and argmax as one module: traced on CPU when possible (one TorchScript graph run in
-        # C++, the GIL released once per forward instead of once per op), else eager. The variable-shape
-        # (bench-only) mode runs the same module, so the cost of the guarantee is compared like for like.
-        traced = _trace_heads(self.model, self._chunk) if trace and self.device.type == "cpu" else None
-        self._heads: nn.Module = traced if traced is not None else _Heads(self.model)
-        # On CPU, padding writes a numpy view of the chunk's own memory, with no torch call: each torch call
-        # re-takes the GIL, and while the event loop is busy a re-take can wait a whole switch interval (5 ms).
-        self._pad: Float32Array | None = self._chunk.numpy() if self.device.type == "cpu" else None
+        super().__init__(model, input_shape, num_classes, chunk_rows, device, dtype)
+        # The one execution shape: (C, *input_shape), reused so no allocation varies between calls.
+        self._chunk = torch.zeros((chunk_rows, *input_shape), dtype=torch.float32)
+        self._pad: Float32Array = self._chunk.numpy()
+        self._on_cpu = torch.device(device).type == "cpu"
+        self._heads = self._build_heads()
 
-    def run(self, rows: Float32Array) -> Outputs:
-        """rows: (N, *input_shape) float32 -> Outputs with N rows. N may be any size >= 1."""
-        if rows.shape[1:] != self.input_shape:
-            raise ValueError(f"rows have shape {rows.shape[1:]}, expected {self.input_shape}")
-        count = rows.shape[0]
-        logits = np.empty((count, self.num_classes), dtype=np.float32)
-        probabilities = np.empty((count, self.num_classes), dtype=np.float32)
-        class_index = np.empty((count,), dtype=np.int64)
-        step = count if self.variable_shape else self.chunk_rows
-        with self._lock, torch.inference_mode():
-            for start in range(0, count, max(step, 1)):
-                stop = min(start + step, count)
-                chunk_logits, chunk_probs, chunk_index = self._forward(rows[start:stop])
-                logits[start:stop] = chunk_logits
-                probabilities[start:stop] = chunk_probs
-                class_index[start:stop] = chunk_index
-        return Outputs(logits, probabilities, class_index)
+    def _build_heads(self) -> nn.Module:
+        return Heads(self.model, self._torch_dtype)
 
-    def _forward(self, piece: Float32Array) -> tuple[Float32Array, Float32Array, Int64Array]:
-        """piece: (n <= C, *input_shape) -> the first n rows of logits, softmax and argmax of one pass: C rows
-        (zero-padded), or n rows in the bench-only variable-shape mode."""
+    def _forward(self, piece: Float32Array) -> ChunkResult:
         count = piece.shape[0]
-        chunk_logits, chunk_probs, chunk_index = self._heads(self._batch_of(piece))  # (C, K), (C, K), (C,)
-        return _host(chunk_logits)[:count], _host(chunk_probs)[:count], _host(chunk_index)[:count]
-
-    def _batch_of(self, piece: Float32Array) -> torch.Tensor:
-        """The tensor one forward runs on: the C-row chunk holding `piece` then zeros (rows are independent in
-        eval mode, so pad rows only fill the shape), or `piece` itself in variable-shape mode."""
-        if self.variable_shape:
-            return torch.from_numpy(np.ascontiguousarray(piece, dtype=np.float32)).to(self.device)
-        count = piece.shape[0]
-        if self._pad is not None:
-            self._pad[:count] = piece
-            self._pad[count:] = 0
-        else:
-            self._chunk.zero_()
-            self._chunk[:count].copy_(torch.from_numpy(np.ascontiguousarray(piece, dtype=np.float32)))
-        return self._chunk
-
-    def run_plain(self, rows: Float32Array) -> Float32Array:
-        """`model(batch)` on the whole batch, as other servers do: the control the guarantee is measured against."""
-        with self._lock, torch.inference_mode():
-            batch = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(self.device)
-            result: Float32Array = self.model(batch).cpu().numpy()
-            return result
+        self._pad[:count] = piece  # rows are independent in eval mode: pad rows only fill the shape
+        self._pad[count:] = 0
+        batch = self._chunk if self._on_cpu else self._chunk.to(self.device)
+        logits, probabilities, index = self._heads(batch)  # (C, K), (C, K), (C,)
+        return _host(logits)[:count], _host(probabilities)[:count], _host(index)[:count]
 
 
-class _Heads(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
+class TracedCpuExecutor(EagerExecutor):
+    """The CPU default: model, softmax and argmax traced into one TorchScript graph, run in C++ with the
+    GIL released once per forward instead of once per op. Raises NotTraceable when tracing fails.
+
+    torch.jit.trace is deprecated in favour of torch.compile/export, which need a compiler toolchain at run
+    time; torch is pinned, and the self-test checks the traced executor's bits before a model serves.
+    """
+
+    kind = "traced-cpu"
+
+    def _build_heads(self) -> nn.Module:
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                traced: torch.jit.ScriptModule = torch.jit.trace(  # type: ignore[no-untyped-call]
+                    Heads(self.model, self._torch_dtype), self._chunk, check_trace=False
+                )
+                return traced
+        except Exception as exc:
+            raise NotTraceable(repr(exc)) from exc
+
+
+class NotTraceable(Exception):
+    """torch.jit.trace failed on this model; the factory falls back to eager execution."""
+
+
+class Heads(nn.Module):
+    """Model, softmax and argmax as one module, computed in `dtype`; outputs float32/int64.
+
+    (C, *input_shape) float32 -> logits (C, K) float32, probabilities (C, K) float32, class index (C,) int64.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
         super().__init__()
         self.model = model
+        self.dtype = dtype
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = self.model(batch)
+        # bfloat16 logits widen to float32 exactly; softmax and argmax then run on those float32 values.
+        logits = self.model(batch.to(self.dtype)).float()
         return logits, torch.softmax(logits, dim=1), torch.argmax(logits, dim=1)
 
 
 def _host(tensor: torch.Tensor) -> npt.NDArray[Any]:
     return tensor.numpy() if tensor.device.type == "cpu" else tensor.cpu().numpy()
-
-
-def _trace_heads(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule | None:
-    """The traced graph, or None (eager execution) when the model cannot be traced.
-
-    torch.jit.trace is deprecated in favour of torch.compile/export, which need a compiler toolchain at run
-    time; torch is pinned, and the self-test checks the traced executor's bits before a model serves.
-    """
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            traced: torch.jit.ScriptModule = torch.jit.trace(  # type: ignore[no-untyped-call]
-                _Heads(model), example, check_trace=False
-            )
-            return traced
-    except Exception as exc:  # an untraceable model still serves, eagerly
-        log.warning("model not traceable, running eagerly: %r", exc)
-        return None

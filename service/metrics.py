@@ -14,12 +14,13 @@ FRACTION_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.97, 1.0)
 
 
 class Metrics:
-    def __init__(self, chunk_rows: int) -> None:
+    def __init__(self, chunk_rows: int | None = None) -> None:
         self._multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         self.registry = CollectorRegistry()
         # In multiprocess mode the values live in files; registering them here would double count.
         own = None if self._multiprocess else self.registry
-        row_buckets = tuple(sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, chunk_rows}))
+        # Powers of two cover every C (fixed, per-device default, or calibrated per model); a fixed C too.
+        row_buckets = tuple(sorted({2**power for power in range(13)} | ({chunk_rows} if chunk_rows else set())))
         self.requests = Counter(
             "invariant_requests", "Inference requests", (*MODEL, "protocol", "status"), registry=own
         )

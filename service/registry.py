@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from typing import Any
 from models import CheckpointError, Manifest, list_model_names, list_versions, load_checkpoint
 from service.batcher import Batcher
 from service.errors import NotFound, NotReady
-from service.executor import FixedShapeExecutor
+from service.executor import Executor
+from service.executor_factory import build_executor
 from service.inputs import ascii_int
 from service.metrics import Metrics
 from service.numerics import environment_report
@@ -24,6 +26,10 @@ from service.settings import Settings
 from service.verify import ModelRefused, check_inference_mode, check_weights
 
 log = logging.getLogger("invariant.registry")
+# Bench only, reachable from code (create_app) and never from settings: wraps the executor that passed the
+# self-test into the one that serves (the bench's variable-shape comparison). A failed self-test refuses the
+# model before this is ever called.
+ServingExecutorFactory = Callable[[Executor], Executor]
 
 
 @dataclass
@@ -37,6 +43,7 @@ class ServedModel:
     batcher: Batcher | None = None
     self_test: SelfTestReport | None = None
     environment: dict[str, Any] = field(default_factory=dict)
+    executor: dict[str, Any] = field(default_factory=dict)  # the executor's describe(): kind, device, dtype, C
 
     @property
     def ready(self) -> bool:
@@ -48,9 +55,12 @@ class ServedModel:
 
 
 class ModelRegistry:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, executor_factory: ServingExecutorFactory | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.executor_factory = executor_factory
         self._models: dict[str, dict[int, ServedModel]] = {}
 
     def discover(self) -> None:
@@ -130,19 +140,17 @@ class ModelRegistry:
         served.manifest = manifest
         check_weights(model)
         model.eval().requires_grad_(False)  # inference only: no autograd state, no training-mode layers
-        executor = FixedShapeExecutor(
-            model,
-            manifest.input.shape,
-            len(manifest.class_labels),
-            settings.chunk_rows,
-            settings.device,
-            variable_shape=settings.unsafe_variable_shape,
+        executor = build_executor(model, manifest, settings)
+        check_inference_mode(
+            executor.model, executor.input_shape, executor.device, executor.dtype, settings.self_test_seed
         )
-        check_inference_mode(executor.model, manifest.input.shape, settings.device, settings.self_test_seed)
-        served.environment = environment_report(settings.device)
+        served.environment = environment_report(executor.device)
         served.self_test = run_self_test(executor, settings.self_test_seed)
-        if not served.self_test.passed and not settings.unsafe_variable_shape:
+        if not served.self_test.passed:
             raise ModelRefused(f"self-test {served.self_test.summary()}")
+        if self.executor_factory is not None:
+            executor = self.executor_factory(executor)
+        served.executor = executor.describe()  # what serves
         served.batcher = Batcher(
             executor,
             (served.name, str(served.version)),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.executor import FixedShapeExecutor, Float32Array, Outputs
+from service.executor import Executor, Float32Array, Outputs
 from service.probe import CO_ROW_KINDS, ProbeReport, run_probe
 
 
@@ -27,7 +27,7 @@ def row_answers(outputs: Outputs) -> list[bytes]:
     ]
 
 
-def run_self_test(executor: FixedShapeExecutor, seed: int = 0) -> SelfTestReport:
+def run_self_test(executor: Executor, seed: int = 0) -> SelfTestReport:
     report = run_probe(
         lambda rows: row_answers(executor.run(rows)), executor.input_shape, executor.chunk_rows, seed, CO_ROW_KINDS
     )
@@ -35,7 +35,7 @@ def run_self_test(executor: FixedShapeExecutor, seed: int = 0) -> SelfTestReport
     return SelfTestReport(**dataclasses.asdict(report), plain_path_batch_dependent=plain_differs)
 
 
-def _plain_path_differs(executor: FixedShapeExecutor, rng: np.random.Generator) -> bool:
+def _plain_path_differs(executor: Executor, rng: np.random.Generator) -> bool:
     probe: Float32Array = rng.standard_normal((1, *executor.input_shape)).astype(np.float32)
     alone = executor.run_plain(probe)[0].tobytes()
     for size in range(2, 2 * executor.chunk_rows + 2):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,11 +16,16 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 picks a free one)")
     workers: int = Field(1, ge=1, le=64, description="Server processes, each with its own models and batcher")
-    chunk_rows: int = Field(
-        32, ge=1, le=4096, description="C: every forward pass runs on exactly this many rows, zero-padded"
+    chunk_rows: Annotated[int, Field(ge=1, le=4096)] | None = Field(
+        None,
+        description="C: every forward pass runs on exactly this many rows, zero-padded "
+        "(unset: the device's default, 32 on cpu, 64 on cuda)",
     )
     threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per process (part of the guarantee)")
-    device: Literal["cpu", "cuda"] = Field("cpu", description="Where models run")
+    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="Where models run (auto: cuda when available)")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="What models compute in; bfloat16 on cuda only (checkpoints stay float32, cast at load)"
+    )
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1, description="Requests with larger bodies get 413")
     max_queue_rows: int = Field(8192, ge=1, description="Rows waiting per model before 503 + Retry-After")
     request_timeout_s: float = Field(30.0, gt=0, description="A request not answered by then gets 504")
@@ -32,5 +37,3 @@ class Settings(BaseSettings):
     )
     self_test_seed: int = Field(0, description="Seed of the self-test's random probe and co-rows")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
-    # Bench-only: run plain variable-shape batches, which breaks the guarantee. Never set in production.
-    unsafe_variable_shape: bool = Field(False, description="Bench only: skip fixed-shape execution")

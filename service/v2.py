@@ -118,6 +118,7 @@ def _parameters(served: ServedModel) -> dict[str, Any]:
         "reason": served.reason,
         "checkpoint_sha256": served.sha256,
         **served.environment,
+        **served.executor,  # executor kind, device, dtype, chunk_rows
     }
     if served.batcher is not None:
         parameters["chunk_rows"] = served.batcher.chunk_rows

@@ -16,7 +16,7 @@ from torch import nn
 
 from service.batcher import Batcher
 from service.errors import Overloaded, PayloadTooLarge, RequestTimeout
-from service.executor import FixedShapeExecutor
+from service.executor import EagerExecutor
 from service.metrics import Metrics
 
 
@@ -40,7 +40,7 @@ class GatedModel(nn.Module):
 def gated() -> Iterator[tuple[GatedModel, Batcher]]:
     model = GatedModel()
     # Not traced: a trace would record the tensor ops only, not the gate.
-    executor = FixedShapeExecutor(model, (4,), 2, chunk_rows=4, trace=False)
+    executor = EagerExecutor(model, (4,), 2, chunk_rows=4)
     batcher = Batcher(executor, ("gated", "1"), Metrics(4), max_queue_rows=10, audit_fraction=0.0)
     batcher.start()
     yield model, batcher

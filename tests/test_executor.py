@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from variable_shape import VariableShapeExecutor
 
 from models import MLPConfig, build_model
-from service.executor import FixedShapeExecutor
+from service.executor import EagerExecutor, TracedCpuExecutor
 from service.probe import probe_batch_sizes
 from service.selftest import run_self_test
 from service.verify import ModelRefused, check_inference_mode, check_weights
@@ -52,7 +53,7 @@ class BatchStatsNorm(nn.BatchNorm1d):
 
 
 def test_outputs_match_fixed_shape_forward_and_are_row_consistent() -> None:
-    executor = FixedShapeExecutor(trained_model(), (64,), 10, chunk_rows=8)
+    executor = TracedCpuExecutor(trained_model(), (64,), 10, chunk_rows=8)
     rows = np.random.default_rng(0).standard_normal((19, 64)).astype(np.float32)  # 3 chunks: 8 + 8 + 3
     outputs = executor.run(rows)
     assert outputs.logits.shape == (19, 10)
@@ -67,7 +68,7 @@ def test_outputs_match_fixed_shape_forward_and_are_row_consistent() -> None:
 
 
 def test_self_test_passes_on_fixed_shape_and_reports_the_control() -> None:
-    executor = FixedShapeExecutor(trained_model(), (64,), 10, chunk_rows=16)
+    executor = TracedCpuExecutor(trained_model(), (64,), 10, chunk_rows=16)
     report = run_self_test(executor)
     assert report.passed
     assert report.failures == 0
@@ -77,7 +78,7 @@ def test_self_test_passes_on_fixed_shape_and_reports_the_control() -> None:
 
 
 def test_self_test_fails_a_batch_dependent_model() -> None:
-    executor = FixedShapeExecutor(BatchMeanShift(), (3,), 3, chunk_rows=4)
+    executor = EagerExecutor(BatchMeanShift(), (3,), 3, chunk_rows=4)
     report = run_self_test(executor)
     assert not report.passed
     assert report.failures > 0
@@ -85,9 +86,26 @@ def test_self_test_fails_a_batch_dependent_model() -> None:
     assert "failed:" in report.summary()
 
 
-def test_variable_shape_mode_fails_its_self_test() -> None:
-    executor = FixedShapeExecutor(trained_model(), (64,), 10, chunk_rows=16, variable_shape=True)
+def test_the_bench_variable_shape_executor_fails_its_self_test() -> None:
+    """The bench's comparison executor (no padding) is batch-dependent here: why it is no setting."""
+    executor = VariableShapeExecutor(trained_model(), (64,), 10, chunk_rows=16)
     assert not run_self_test(executor).passed
+
+
+def test_traced_and_eager_executors_give_the_same_bits() -> None:
+    model = trained_model()
+    rows = np.random.default_rng(2).standard_normal((21, 64)).astype(np.float32)
+    traced = TracedCpuExecutor(model, (64,), 10, chunk_rows=8)
+    eager = EagerExecutor(model, (64,), 10, chunk_rows=8)
+    assert traced.run(rows).bitwise_equal(eager.run(rows))
+    assert traced.describe() == {"executor": "traced-cpu", "device": "cpu", "dtype": "float32", "chunk_rows": 8}
+    assert eager.describe()["executor"] == "eager"
+
+
+def test_rows_of_the_wrong_shape_are_rejected() -> None:
+    executor = EagerExecutor(trained_model(), (64,), 10, chunk_rows=4)
+    with pytest.raises(ValueError, match=r"rows have shape \(63,\), expected \(64,\)"):
+        executor.run(np.zeros((2, 63), dtype=np.float32))
 
 
 def test_probe_batch_sizes_for_small_chunks() -> None:

@@ -18,7 +18,7 @@ from checkpoints import write_checkpoint
 from conftest import RunningServer, start_server, stop_server
 
 from models import MLPConfig, load_checkpoint
-from service.executor import FixedShapeExecutor
+from service.executor import TracedCpuExecutor
 from service.probe import FINITE_CO_ROW_KINDS
 from service.probe_http import ProbeClient, check_invariance
 
@@ -130,7 +130,7 @@ def test_json_floats_are_the_exact_float32_outputs(wide_server: tuple[RunningSer
         chunk = client.get("/v2/models/wide").json()["parameters"]["chunk_rows"]
         got = predict(client, rows)
     torch.set_num_threads(1)
-    outputs = FixedShapeExecutor(model.eval(), (64,), 10, chunk).run(rows)
+    outputs = TracedCpuExecutor(model.eval(), (64,), 10, chunk).run(rows)
     assert float32_bits([v for p in got for v in p["logits"]]) == outputs.logits.tobytes()
     assert float32_bits([v for p in got for v in p["probabilities"]]) == outputs.probabilities.tobytes()
     assert [p["label"] for p in got] == [manifest.class_labels[i] for i in outputs.class_index]
