@@ -13,6 +13,7 @@ from service.hotpath import Handler
 from service.http import json_response, model_headers, parse_json_object, read_body
 from service.inference import Inference
 from service.inputs import rows_from_nested
+from service.metadata import model_parameters
 from service.registry import ServedModel
 
 
@@ -25,8 +26,10 @@ def v1_router(inference: Inference) -> APIRouter:
 
     @router.get("/v1/models/{name}")
     async def model_status(name: str) -> Response:
+        # KServe V1's {"name", "ready"}, plus the same metadata as V2's `parameters` (service/metadata.py).
         served = inference.registry.get(name)
-        return json_response({"name": name, "ready": served.ready}, headers=model_headers(served))
+        answer = {"name": name, "ready": served.ready, "parameters": model_parameters(served)}
+        return json_response(answer, headers=model_headers(served))
 
     # Also answered by the HotRoutes front door (hotpath.py); registered here for the route table.
     predict = v1_predict_handler(inference)

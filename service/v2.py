@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from service.hotpath import Handler
 from service.http import json_response, model_headers, parse_json_object, read_body
 from service.inference import Inference
 from service.inputs import rows_from_bytes, rows_from_flat
+from service.metadata import model_parameters
 from service.registry import ServedModel
 
 INPUT_NAME = "input"
@@ -98,7 +98,7 @@ def _metadata(served: ServedModel, versions: list[int]) -> Response:
         "name": served.name,
         "versions": [str(v) for v in versions],
         "platform": "pytorch_invariant",
-        "parameters": _parameters(served),
+        "parameters": model_parameters(served),
     }
     if manifest is not None:
         classes = len(manifest.class_labels)
@@ -108,33 +108,6 @@ def _metadata(served: ServedModel, versions: list[int]) -> Response:
             for name, datatype in OUTPUTS.items()
         ]
     return json_response(answer, headers=model_headers(served) if served.ready else None)
-
-
-def _parameters(served: ServedModel) -> dict[str, Any]:
-    manifest = served.manifest
-    parameters: dict[str, Any] = {
-        "version": str(served.version),
-        "state": served.state,
-        "reason": served.reason,
-        "checkpoint_sha256": served.sha256,
-        **served.environment,
-        **served.executor,  # executor kind, device, dtype, chunk_rows
-    }
-    if served.batcher is not None:
-        parameters["chunk_rows"] = served.batcher.chunk_rows
-    if served.self_test is not None:
-        parameters["self_test"] = {
-            **dataclasses.asdict(served.self_test),
-            "passed": served.self_test.passed,
-            "summary": served.self_test.summary(),
-        }
-    if manifest is not None:
-        parameters["class_labels"] = list(manifest.class_labels)
-        parameters["feature_names"] = list(manifest.input.feature_names)
-        parameters["architecture"] = manifest.architecture.arch
-        parameters["created_at"] = manifest.created_at
-        parameters["final_metrics"] = manifest.final_metrics
-    return parameters
 
 
 def _input_rows(body: dict[str, Any], binary: bytes, served: ServedModel) -> Float32Array:

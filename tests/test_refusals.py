@@ -218,7 +218,7 @@ def test_doctored_checkpoint_is_refused_with_its_reason(refusals: Refusals, http
 
     status = http.get(f"/v1/models/{name}")
     assert status.status_code == 200, status.text
-    assert status.json() == {"name": name, "ready": False}
+    assert status.json() == {"name": name, "ready": False, "parameters": parameters}
 
     not_served = f"model {name!r} version 1 is not served: {reason}"
     predict = http.post(f"/v1/models/{name}:predict", json={"instances": [ROW]})

@@ -1,0 +1,78 @@
+"""What a client may know about one served model version: the one builder behind V2 metadata `parameters`
+and the V1 model route (`GET /v1/models/{name}`), so both always say the same.
+
+Sections: serving state (state, refusal reason, checkpoint sha256), how this process runs it (environment,
+C, self-test), and what the checkpoint's manifest says (architecture config, classes, features, training
+summary). Add new keys here, in the section they belong to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from models import Manifest, config_to_dict
+from service.registry import ServedModel
+
+
+def model_parameters(served: ServedModel) -> dict[str, Any]:
+    """The metadata of one version, JSON-ready. Keys from the manifest are present once it was read, even
+    for a refused version (so a client can see what was refused)."""
+    parameters: dict[str, Any] = {
+        "version": str(served.version),
+        "state": served.state,
+        "reason": served.reason,
+        "checkpoint_sha256": served.sha256,
+        **_execution(served),
+    }
+    if served.manifest is not None:
+        parameters.update(_from_manifest(served.manifest))
+    return parameters
+
+
+def _execution(served: ServedModel) -> dict[str, Any]:
+    """How this process runs the version: numerics environment, executor, chunk rows C, the start-up self-test."""
+    execution: dict[str, Any] = {**served.environment, **served.executor}  # executor: kind, device, dtype, C
+    if served.batcher is not None:
+        execution["chunk_rows"] = served.batcher.chunk_rows
+    if served.self_test is not None:
+        execution["self_test"] = {
+            **dataclasses.asdict(served.self_test),
+            "passed": served.self_test.passed,
+            "summary": served.self_test.summary(),
+        }
+    return execution
+
+
+def _from_manifest(manifest: Manifest) -> dict[str, Any]:
+    return {
+        # The whole config (arch, widths, norm, dropout, ...): a batch-norm model differs from a layer-norm one.
+        "architecture": config_to_dict(manifest.architecture),
+        "input_shape": list(manifest.input.shape),
+        "class_labels": list(manifest.class_labels),
+        "feature_names": list(manifest.input.feature_names),
+        "created_at": manifest.created_at,
+        "final_metrics": manifest.final_metrics,
+        "training": training_summary(manifest),
+    }
+
+
+def training_summary(manifest: Manifest) -> dict[str, Any]:
+    """How the served weights were obtained: epochs run, the epoch whose weights were kept (the last one for
+    checkpoints written before `--keep` existed) and that epoch's validation figures."""
+    record = manifest.training
+    epochs_run = len(manifest.epochs)
+    summary: dict[str, Any] = {
+        "epochs_run": epochs_run,
+        "kept_epoch": record.get("kept_epoch", epochs_run if epochs_run else None),
+        "keep": record.get("keep", "last"),
+        "val_accuracy": manifest.final_metrics.get("val_accuracy"),
+        "val_loss": manifest.final_metrics.get("val_loss"),
+    }
+    for key in ("optimizer", "lr", "weight_decay", "batch_size", "seed", "early_stopping", "stopped_early"):
+        if key in record:
+            summary[key] = record[key]
+    source = record.get("data_source")
+    if isinstance(source, dict) and "kind" in source:
+        summary["data"] = source["kind"]
+    return summary
