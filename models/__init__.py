@@ -13,11 +13,15 @@ if TYPE_CHECKING:
     from models.architectures import batchnorm_layers, build_model
     from models.checkpoint import (
         CheckpointError,
+        IgnoredEntry,
         Manifest,
+        list_model_dirs,
         list_model_names,
         list_versions,
         load_checkpoint,
+        parse_version,
         save_checkpoint,
+        scan_versions,
     )
     from models.config import (
         ARCHITECTURES,
@@ -36,6 +40,7 @@ __all__ = [
     "Architecture",
     "CNNConfig",
     "CheckpointError",
+    "IgnoredEntry",
     "InputSpec",
     "MLPConfig",
     "Manifest",
@@ -43,10 +48,13 @@ __all__ = [
     "build_model",
     "config_from_dict",
     "config_to_dict",
+    "list_model_dirs",
     "list_model_names",
     "list_versions",
     "load_checkpoint",
+    "parse_version",
     "save_checkpoint",
+    "scan_versions",
 ]
 
 # Which submodule defines each public name (the TYPE_CHECKING imports above, for the type checker).
@@ -54,11 +62,15 @@ _HOMES = {
     "models.architectures": ("batchnorm_layers", "build_model"),
     "models.checkpoint": (
         "CheckpointError",
+        "IgnoredEntry",
         "Manifest",
+        "list_model_dirs",
         "list_model_names",
         "list_versions",
         "load_checkpoint",
+        "parse_version",
         "save_checkpoint",
+        "scan_versions",
     ),
     "models.config": (
         "ARCHITECTURES",

@@ -31,6 +31,8 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+STAGING_PREFIX = ".staging-"
+NOT_A_VERSION = "not a version: a version directory is named by ASCII digits without leading zeros"
 
 
 class CheckpointError(Exception):
@@ -105,20 +107,66 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def list_versions(repository: Path, name: str) -> list[int]:
-    """Complete versions of `name`, ascending. Temporary directories of unfinished writes are skipped."""
+VERSION_PATTERN = re.compile(r"[1-9][0-9]*", re.ASCII)
+
+
+def parse_version(text: str) -> int | None:
+    """A version number in its one canonical spelling (ASCII digits, no leading zero), else None.
+
+    `'²'.isdigit()` is True and `int('007')` is 7: neither names a version, so a directory or URL
+    spelled so can never alias or crash on one.
+    """
+    return int(text) if VERSION_PATTERN.fullmatch(text) else None
+
+
+@dataclass(frozen=True)
+class IgnoredEntry:
+    """A directory inside a model directory that is not a version, and why."""
+
+    name: str
+    reason: str
+
+
+def scan_versions(repository: Path, name: str) -> tuple[dict[int, Path], list[IgnoredEntry]]:
+    """The version directories of `name` (number -> path) and the other directories there, with reasons.
+
+    Files are skipped silently (editor backups, notes); directories are reported so an operator can see
+    why `007` or a staging directory does not serve.
+    """
     model_dir = Path(repository) / name
+    versions: dict[int, Path] = {}
+    ignored: list[IgnoredEntry] = []
     if not model_dir.is_dir():
-        return []
-    return sorted(int(entry.name) for entry in model_dir.iterdir() if entry.name.isdigit() and entry.is_dir())
+        return versions, ignored
+    for entry in sorted(model_dir.iterdir()):
+        if not entry.is_dir():
+            continue
+        number = parse_version(entry.name)
+        if number is not None:
+            versions[number] = entry
+        elif entry.name.startswith(STAGING_PREFIX):
+            ignored.append(IgnoredEntry(entry.name, "staging directory of a checkpoint still being written"))
+        else:
+            ignored.append(IgnoredEntry(entry.name, NOT_A_VERSION))
+    return versions, ignored
 
 
-def list_model_names(repository: Path) -> list[str]:
+def list_versions(repository: Path, name: str) -> list[int]:
+    """Complete versions of `name`, ascending. Staging and other non-version directories are skipped."""
+    return sorted(scan_versions(repository, name)[0])
+
+
+def list_model_dirs(repository: Path) -> list[str]:
+    """Directories of the repository whose names are valid model names, with or without versions."""
     root = Path(repository)
     if not root.is_dir():
         return []
-    names = (entry.name for entry in root.iterdir() if NAME_PATTERN.match(entry.name))
-    return sorted(name for name in names if list_versions(root, name))
+    return sorted(entry.name for entry in root.iterdir() if NAME_PATTERN.match(entry.name) and entry.is_dir())
+
+
+def list_model_names(repository: Path) -> list[str]:
+    """Models with at least one version directory."""
+    return [name for name in list_model_dirs(repository) if list_versions(repository, name)]
 
 
 def save_checkpoint(repository: Path, model: nn.Module, manifest: Manifest) -> Path:
@@ -131,7 +179,7 @@ def save_checkpoint(repository: Path, model: nn.Module, manifest: Manifest) -> P
     model_dir = Path(repository) / manifest.name
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {key: tensor.detach().cpu().contiguous() for key, tensor in model.state_dict().items()}
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
     # mkdtemp makes 0700; a published version is readable by a server running as another user (docker).
     staging.chmod(0o755)
     try:

@@ -4,7 +4,6 @@ request lands on a process whose models are not verified yet."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +23,7 @@ from service.inference import Inference
 from service.metrics import Metrics
 from service.numerics import pin_numerics
 from service.registry import ModelRegistry, ServingExecutorFactory
+from service.repository_api import repository_router
 from service.settings import Settings
 from service.v1 import V1_PREDICT_PATHS, v1_predict_handler, v1_router
 from service.v2 import V2_INFER_PATHS, v2_infer_handler, v2_router
@@ -43,10 +43,9 @@ def create_app(settings: Settings | None = None, executor_factory: ServingExecut
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         pin_numerics(settings.threads)
-        registry.discover()
-        await asyncio.to_thread(registry.load_all)
+        await registry.start()
         yield
-        registry.stop()
+        await registry.close()
 
     # FastAPI 0.165 reads its OpenTelemetry settings from os.environ on every request; we export Prometheus.
     telemetry_off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
@@ -56,6 +55,7 @@ def create_app(settings: Settings | None = None, executor_factory: ServingExecut
     _install_error_handlers(app)
     app.include_router(v1_router(inference))
     app.include_router(v2_router(inference))
+    app.include_router(repository_router(registry))
     hot_routes = [(path, v1_predict_handler(inference)) for path in V1_PREDICT_PATHS]
     hot_routes += [(path, v2_infer_handler(inference)) for path in V2_INFER_PATHS]
     app.add_middleware(HotRoutes, routes=hot_routes)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import Overloaded, PayloadTooLarge, RequestTimeout
+from service.errors import NotReady, Overloaded, PayloadTooLarge, RequestTimeout
 from service.executor import Executor, Float32Array, Outputs
 from service.metrics import Metrics
 
@@ -72,6 +72,7 @@ class Batcher:
         self._random = random.Random(0)
         self._wakeup = threading.Condition()
         self._stopping = False
+        self._draining = False  # stop once the queue is empty (the version is being unloaded)
         # Children created up front so the audit series read 0, not absent, before the first audit.
         metrics.audit_checks.labels(*labels)
         metrics.audit_mismatches.labels(*labels)
@@ -92,6 +93,17 @@ class Batcher:
             self._wakeup.notify_all()
         self._thread.join(timeout=5)
 
+    def drain_and_stop(self, timeout_s: float) -> bool:
+        """Answer every queued request, then stop the compute thread; True when it stopped in time.
+
+        The registry calls this after it stopped routing requests here, so the queue only shrinks.
+        """
+        with self._wakeup:
+            self._draining = True
+            self._wakeup.notify_all()
+        self._thread.join(timeout=timeout_s)
+        return not self._thread.is_alive()
+
     @property
     def queued_rows(self) -> int:
         return self._queued_rows
@@ -104,6 +116,8 @@ class Batcher:
         if count > self.max_queue_rows:  # could never be queued: retrying would not help, unlike a full queue
             raise PayloadTooLarge(f"request has {count} rows, more than max_queue_rows={self.max_queue_rows}")
         with self._wakeup:
+            if self._draining or self._stopping:
+                raise NotReady("this model version is being unloaded; retry to reach the version now served")
             if self._queued_rows + count > self.max_queue_rows:
                 raise Overloaded(f"queue full: {self._queued_rows} rows waiting (max_queue_rows={self.max_queue_rows})")
             self._queue.append(request)
@@ -150,10 +164,10 @@ class Batcher:
     def _next_chunk(self) -> list[_Piece] | None:
         """Up to C rows from the head of the queue; [] when only audits are due; None when stopping."""
         with self._wakeup:
-            while not self._queued_rows and not self._audits and not self._stopping:
+            while not self._queued_rows and not self._audits and not self._stopping and not self._draining:
                 self._wakeup.wait()
-            if self._stopping:
-                return None
+            if self._stopping or (self._draining and not self._queued_rows):
+                return None  # a draining batcher skips pending audits: the version is going away
             self._wait_for_fuller_chunk()
             pieces: list[_Piece] = []
             free = self.chunk_rows

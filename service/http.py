@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from service.errors import BadRequest, PayloadTooLarge, ServiceError
 from service.inputs import ascii_int
-from service.registry import ServedModel
+from service.loader import ServedModel
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -9,8 +9,9 @@ from typing import Any
 
 from service.errors import ServiceError
 from service.executor import Float32Array, Outputs
+from service.loader import ServedModel
 from service.metrics import Metrics
-from service.registry import ModelRegistry, ServedModel
+from service.registry import ModelRegistry
 from service.settings import Settings
 
 
@@ -46,7 +47,7 @@ class Inference:
             served = self.registry.get_ready(name, version)
             call.version = str(served.version)
             rows = decode(served)
-            assert served.batcher is not None
+            # No await between the lookup and the enqueue: a version retired meanwhile still has these rows.
             return served, await served.batcher.submit(rows, self.settings.request_timeout_s)
         except ServiceError as exc:
             call.status = exc.status_code

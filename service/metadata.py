@@ -1,7 +1,7 @@
 """What a client may know about one served model version: the one builder behind V2 metadata `parameters`
 and the V1 model route (`GET /v1/models/{name}`), so both always say the same.
 
-Sections: serving state (state, refusal reason, checkpoint sha256), how this process runs it (environment,
+Sections: serving state (state, reason, checkpoint sha256), how this process runs it (environment,
 C, self-test), and what the checkpoint's manifest says (architecture config, classes, features, training
 summary). Add new keys here, in the section they belong to.
 """
@@ -12,36 +12,37 @@ import dataclasses
 from typing import Any
 
 from models import Manifest, config_to_dict
-from service.registry import ServedModel
+from service.loader import ServedModel
+from service.registry import NotServing, State
 
 
-def model_parameters(served: ServedModel) -> dict[str, Any]:
-    """The metadata of one version, JSON-ready. Keys from the manifest are present once it was read, even
-    for a refused version (so a client can see what was refused)."""
-    parameters: dict[str, Any] = {
-        "version": str(served.version),
-        "state": served.state,
-        "reason": served.reason,
-        "checkpoint_sha256": served.sha256,
-        **_execution(served),
+def model_parameters(found: ServedModel | NotServing) -> dict[str, Any]:
+    """The metadata of one version, JSON-ready. A version that does not serve has its state and reason only
+    (the repository index lists them all)."""
+    if isinstance(found, NotServing):
+        return {"version": str(found.version), "state": found.state.value, "reason": found.reason}
+    return {
+        "version": str(found.version),
+        "state": State.READY.value,
+        "reason": "",
+        "checkpoint_sha256": found.sha256,
+        **_execution(found),
+        **_from_manifest(found.manifest),
     }
-    if served.manifest is not None:
-        parameters.update(_from_manifest(served.manifest))
-    return parameters
 
 
 def _execution(served: ServedModel) -> dict[str, Any]:
     """How this process runs the version: numerics environment, executor, chunk rows C, the start-up self-test."""
-    execution: dict[str, Any] = {**served.environment, **served.executor}  # executor: kind, device, dtype, C
-    if served.batcher is not None:
-        execution["chunk_rows"] = served.batcher.chunk_rows
-    if served.self_test is not None:
-        execution["self_test"] = {
+    return {
+        **served.environment,
+        **served.executor,  # executor kind, device, dtype, C
+        "chunk_rows": served.batcher.chunk_rows,
+        "self_test": {
             **dataclasses.asdict(served.self_test),
             "passed": served.self_test.passed,
             "summary": served.self_test.summary(),
-        }
-    return execution
+        },
+    }
 
 
 def _from_manifest(manifest: Manifest) -> dict[str, Any]:

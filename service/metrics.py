@@ -10,6 +10,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 MODEL = ("model", "version")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 FRACTION_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.97, 1.0)
 
 
@@ -66,6 +67,21 @@ class Metrics:
             "invariant_self_test_cases", "Cases the start-up self-test compared", MODEL,
             multiprocess_mode="livemax", registry=own,
         )  # fmt: skip
+        self.model_state = Gauge(
+            "invariant_model_state",
+            "1 for the state each model version is in (READY, LOADING, UNAVAILABLE, UNLOADING), else 0",
+            (*MODEL, "state"),
+            multiprocess_mode="livesum",
+            registry=own,
+        )
+        self.loads = Counter(
+            "invariant_model_loads", "Version loads by result (ready, refused)", ("model", "result"), registry=own
+        )
+        self.load_seconds = Histogram(
+            "invariant_model_load_seconds", "Time to load, verify and self-test one version", ("model",),
+            buckets=LOAD_BUCKETS, registry=own,
+        )  # fmt: skip
+        self.unloads = Counter("invariant_model_unloads", "Versions drained and unloaded", ("model",), registry=own)
         self.audit_checks = Counter(
             "invariant_audit_checks", "Served rows re-run alone and compared bitwise", MODEL, registry=own
         )

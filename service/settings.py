@@ -5,14 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.policy import parse_policy
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INVARIANT_", frozen=True)
 
     repository: Path = Field(Path("model-repository"), description="Model repository: <dir>/<name>/<version>/")
+    model_control: Literal["poll", "explicit", "none"] = Field(
+        "poll",
+        description="poll: follow the repository on disk; explicit: only the repository API loads and unloads; "
+        "none: load at start-up only",
+    )
+    poll_interval_s: float = Field(2.0, gt=0, le=3600, description="Seconds between repository scans (poll mode)")
+    version_policy: str = Field("latest:2", description="Versions that serve: all, latest:N or specific:V[,V...]")
     host: str = Field("127.0.0.1", description="Address to bind")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 picks a free one)")
     workers: int = Field(1, ge=1, le=64, description="Server processes, each with its own models and batcher")
@@ -37,3 +46,9 @@ class Settings(BaseSettings):
     )
     self_test_seed: int = Field(0, description="Seed of the self-test's random probe and co-rows")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("version_policy")
+    @classmethod
+    def _valid_policy(cls, text: str) -> str:
+        parse_policy(text)  # ValueError names the accepted forms
+        return text

@@ -13,8 +13,8 @@ from service.hotpath import Handler
 from service.http import json_response, model_headers, parse_json_object, read_body
 from service.inference import Inference
 from service.inputs import rows_from_nested
+from service.loader import ServedModel
 from service.metadata import model_parameters
-from service.registry import ServedModel
 
 
 def v1_router(inference: Inference) -> APIRouter:
@@ -27,9 +27,9 @@ def v1_router(inference: Inference) -> APIRouter:
     @router.get("/v1/models/{name}")
     async def model_status(name: str) -> Response:
         # KServe V1's {"name", "ready"}, plus the same metadata as V2's `parameters` (service/metadata.py).
-        served = inference.registry.get(name)
-        answer = {"name": name, "ready": served.ready, "parameters": model_parameters(served)}
-        return json_response(answer, headers=model_headers(served))
+        found = inference.registry.find(name)
+        answer = {"name": name, "ready": isinstance(found, ServedModel), "parameters": model_parameters(found)}
+        return json_response(answer, headers=model_headers(found) if isinstance(found, ServedModel) else None)
 
     # Also answered by the HotRoutes front door (hotpath.py); registered here for the route table.
     predict = v1_predict_handler(inference)
@@ -56,12 +56,10 @@ def v1_predict_handler(inference: Inference) -> Handler:
 def _instances(body: dict[str, Any], served: ServedModel) -> Float32Array:
     if "instances" not in body:
         raise BadRequest('request body must have "instances": a list of rows')
-    assert served.manifest is not None
     return rows_from_nested(body["instances"], served.manifest.input.shape)
 
 
 def _predictions(served: ServedModel, outputs: Outputs) -> dict[str, Any]:
-    assert served.manifest is not None
     labels = served.manifest.class_labels
     logits, probabilities = outputs.logits.tolist(), outputs.probabilities.tolist()
     return {

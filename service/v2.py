@@ -17,12 +17,13 @@ from service.hotpath import Handler
 from service.http import json_response, model_headers, parse_json_object, read_body
 from service.inference import Inference
 from service.inputs import rows_from_bytes, rows_from_flat
+from service.loader import ServedModel
 from service.metadata import model_parameters
-from service.registry import ServedModel
+from service.registry import NotServing
 
 INPUT_NAME = "input"
 OUTPUTS = {"logits": "FP32", "probabilities": "FP32", "class_index": "INT64", "label": "BYTES"}
-EXTENSIONS = ["binary_tensor_data", "model_repository_metadata"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_repository_metadata"]
 
 
 def v2_router(inference: Inference) -> APIRouter:
@@ -40,26 +41,27 @@ def v2_router(inference: Inference) -> APIRouter:
     @router.get("/v2/health/ready")
     async def ready() -> Response:
         # The process accepts connections only after every version was tried (app lifespan), so ready means
-        # at least one serves; refused ones say why on their own endpoints.
-        if not any(served.ready for served in registry.all()):
+        # at least one serves (unversioned requests go to the highest that serves); the others say why on
+        # their own endpoints and in the repository index.
+        if not registry.any_ready():
             raise NotReady("no model is ready")
         return json_response({"ready": True})
 
     @router.get("/v2/models/{name}")
     async def metadata_latest(name: str) -> Response:
-        return _metadata(registry.get(name), registry.versions(name))
+        return _metadata(registry.find(name), registry.versions(name))
 
     @router.get("/v2/models/{name}/versions/{version}")
     async def metadata_version(name: str, version: str) -> Response:
-        return _metadata(registry.get(name, version), registry.versions(name))
+        return _metadata(registry.find(name, version), registry.versions(name))
 
     @router.get("/v2/models/{name}/ready")
     async def model_ready_latest(name: str) -> Response:
-        return _readiness(registry.get(name))
+        return _readiness(registry.find(name))
 
     @router.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready_version(name: str, version: str) -> Response:
-        return _readiness(registry.get(name, version))
+        return _readiness(registry.find(name, version))
 
     # Also answered by the HotRoutes front door (hotpath.py); registered here for the route table.
     infer = v2_infer_handler(inference)
@@ -84,34 +86,33 @@ def v2_infer_handler(inference: Inference) -> Handler:
     return infer
 
 
-def _readiness(served: ServedModel) -> Response:
-    answer = {"name": served.name, "version": str(served.version), "ready": served.ready}
-    if served.ready:
-        return json_response(answer, headers=model_headers(served))
-    reason = served.reason or "still loading"
-    return json_response({**answer, "error": f"model {served.name!r} is not ready: {reason}"}, status=503)
+def _readiness(found: ServedModel | NotServing) -> Response:
+    answer = {"name": found.name, "version": str(found.version)}
+    if isinstance(found, ServedModel):
+        return json_response({**answer, "ready": True}, headers=model_headers(found))
+    reason = found.reason or "still loading"
+    return json_response({**answer, "ready": False, "error": f"model {found.name!r} is not ready: {reason}"}, 503)
 
 
-def _metadata(served: ServedModel, versions: list[int]) -> Response:
-    manifest = served.manifest
+def _metadata(found: ServedModel | NotServing, versions: list[int]) -> Response:
     answer: dict[str, Any] = {
-        "name": served.name,
+        "name": found.name,
         "versions": [str(v) for v in versions],
         "platform": "pytorch_invariant",
-        "parameters": model_parameters(served),
+        "parameters": model_parameters(found),
     }
-    if manifest is not None:
-        classes = len(manifest.class_labels)
-        answer["inputs"] = [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *manifest.input.shape]}]
-        answer["outputs"] = [
-            {"name": name, "datatype": datatype, "shape": [-1, classes] if datatype == "FP32" else [-1]}
-            for name, datatype in OUTPUTS.items()
-        ]
-    return json_response(answer, headers=model_headers(served) if served.ready else None)
+    if isinstance(found, NotServing):
+        return json_response(answer)
+    classes = len(found.manifest.class_labels)
+    answer["inputs"] = [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *found.manifest.input.shape]}]
+    answer["outputs"] = [
+        {"name": name, "datatype": datatype, "shape": [-1, classes] if datatype == "FP32" else [-1]}
+        for name, datatype in OUTPUTS.items()
+    ]
+    return json_response(answer, headers=model_headers(found))
 
 
 def _input_rows(body: dict[str, Any], binary: bytes, served: ServedModel) -> Float32Array:
-    assert served.manifest is not None
     tensors = body.get("inputs")
     if not isinstance(tensors, list) or len(tensors) != 1 or not isinstance(tensors[0], dict):
         raise BadRequest(f'"inputs" must be a list holding one tensor named {INPUT_NAME!r}')
@@ -149,7 +150,6 @@ def _requested_outputs(body: dict[str, Any]) -> dict[str, bool]:
 
 
 def _infer_response(body: dict[str, Any], served: ServedModel, outputs: Outputs) -> Response:
-    assert served.manifest is not None
     labels = [served.manifest.class_labels[i] for i in outputs.class_index.tolist()]
     values: dict[str, np.ndarray[Any, Any] | list[str]] = {
         "logits": outputs.logits,

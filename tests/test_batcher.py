@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from service.batcher import Batcher
-from service.errors import Overloaded, PayloadTooLarge, RequestTimeout
+from service.errors import NotReady, Overloaded, PayloadTooLarge, RequestTimeout
 from service.executor import EagerExecutor
 from service.metrics import Metrics
 
@@ -128,3 +128,32 @@ def test_request_larger_than_the_queue_bound_is_refused_as_too_large(gated: tupl
 
     asyncio.run(scenario())
     assert batcher.queued_rows == 0
+
+
+def test_drain_answers_queued_and_computing_requests_then_stops(gated: tuple[GatedModel, Batcher]) -> None:
+    """What an unloaded version does: requests it already holds finish on it, new ones are turned away."""
+    model, batcher = gated
+
+    async def scenario() -> tuple[list[np.ndarray], bool, bool, str]:
+        computing = asyncio.create_task(batcher.submit(rows(100, 1), 5))
+        await asyncio.to_thread(model.entered.acquire)  # the compute thread holds request 100
+        queued = [asyncio.create_task(batcher.submit(rows(200 + 10 * i, 3), 5)) for i in range(2)]
+        await asyncio.sleep(0)  # both enqueued
+        stopped_while_gated = batcher.drain_and_stop(0)  # draining starts; the gate holds the thread
+        try:
+            await batcher.submit(rows(300, 1), 5)
+            refusal = ""
+        except NotReady as exc:
+            refusal = exc.message
+        model.gate.set()
+        results = await asyncio.gather(computing, *queued)
+        stopped = await asyncio.to_thread(batcher.drain_and_stop, 10)
+        return [result.logits for result in results], stopped_while_gated, stopped, refusal
+
+    logits, stopped_while_gated, stopped, refusal = asyncio.run(scenario())
+    assert stopped_while_gated is False
+    assert logits[0].tolist() == [[100.0, -100.0]]
+    assert logits[1].tolist() == rows(200, 3)[:, :2].tolist()
+    assert logits[2].tolist() == rows(210, 3)[:, :2].tolist()
+    assert stopped is True
+    assert refusal == "this model version is being unloaded; retry to reach the version now served"

@@ -20,12 +20,16 @@ from torch import nn
 from models import checkpoint
 from models.architectures import build_model
 from models.checkpoint import (
+    NOT_A_VERSION,
     CheckpointError,
+    IgnoredEntry,
     Manifest,
     list_model_names,
     list_versions,
     load_checkpoint,
+    parse_version,
     save_checkpoint,
+    scan_versions,
 )
 from models.config import CNNConfig, InputSpec, MLPConfig
 
@@ -101,6 +105,33 @@ def test_versions_count_up_and_never_overwrite(tmp_path: Path) -> None:
     assert first_bytes == ((first / "model.safetensors").read_bytes(), (first / "manifest.json").read_bytes())
     (tmp_path / "m" / "7").mkdir()  # a gap: the next version is the largest plus one
     assert save(tmp_path) == tmp_path / "m" / "8"
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [("1", 1), ("12", 12), ("0", None), ("007", None), ("\u00b2", None), ("\u0663", None), ("1 ", None), ("", None)],
+)
+def test_a_version_has_one_canonical_spelling(text: str, number: int | None) -> None:
+    assert parse_version(text) == number
+
+
+def test_non_canonical_directories_are_ignored_with_a_reason_and_the_next_version_counts_past_them(
+    tmp_path: Path,
+) -> None:
+    """Found today: a `²` directory crashed training (int('²') fails) and `007` was taken for version 7."""
+    for odd in ("\u00b2", "007", ".staging-abc"):
+        (tmp_path / "m" / odd).mkdir(parents=True)
+    (tmp_path / "m" / "notes.txt").write_text("files are not versions and not reported")
+    assert save(tmp_path) == tmp_path / "m" / "1"
+    versions, ignored = scan_versions(tmp_path, "m")
+    assert versions == {1: tmp_path / "m" / "1"}
+    assert ignored == [
+        IgnoredEntry(".staging-abc", "staging directory of a checkpoint still being written"),
+        IgnoredEntry("007", NOT_A_VERSION),
+        IgnoredEntry("\u00b2", NOT_A_VERSION),
+    ]
+    assert NOT_A_VERSION == "not a version: a version directory is named by ASCII digits without leading zeros"
+    assert list_model_names(tmp_path) == ["m"]
 
 
 def test_invalid_name_is_refused_before_writing(tmp_path: Path) -> None:

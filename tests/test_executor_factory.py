@@ -3,6 +3,7 @@ bench's injected executor; and the GPU executor (skipped with a reason where tor
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from models import load_checkpoint
 from service.app import create_app
 from service.executor import EagerExecutor, Executor, TracedCpuExecutor
 from service.executor_factory import PlacementError, build_executor, resolve_placement
+from service.loader import ServedModel
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.selftest import run_self_test
@@ -105,18 +107,20 @@ def test_no_setting_lets_a_model_serve_without_the_fixed_shape() -> None:
 
 def test_the_injected_executor_serves_after_the_real_one_passed_the_self_test(tmp_path: Path) -> None:
     write_checkpoint(tmp_path, "tiny", TINY_MLP)
-    registry = ModelRegistry(settings(tmp_path, device="cpu", chunk_rows=4), Metrics(), variable_shape)
-    registry.discover()
-    registry.load_all()
-    try:
-        served = registry.get_ready("tiny")
-        assert served.self_test is not None
-        assert served.self_test.passed
-        assert served.batcher is not None
-        assert isinstance(served.batcher.executor, VariableShapeExecutor)  # what the bench serves through
-        assert served.executor["executor"] == "variable-shape (bench only)"  # and the metadata says so
-    finally:
-        registry.stop()
+    control = settings(tmp_path, device="cpu", chunk_rows=4, model_control="none")
+    registry = ModelRegistry(control, Metrics(), variable_shape)
+
+    async def serve() -> ServedModel:
+        await registry.start()
+        try:
+            return registry.get_ready("tiny")
+        finally:
+            await registry.close()
+
+    served = asyncio.run(serve())
+    assert served.self_test.passed
+    assert isinstance(served.batcher.executor, VariableShapeExecutor)  # what the bench serves through
+    assert served.executor["executor"] == "variable-shape (bench only)"  # and the metadata says so
 
 
 def test_inference_mode_checks_run_in_bfloat16(tmp_path: Path) -> None:

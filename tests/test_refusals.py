@@ -1,6 +1,6 @@
 """Each refusal reason, with a doctored checkpoint: one server over a repository holding a good model, an
 undoctored re-saved copy, and one doctored copy per reason. The doctored models are refused with their reason
-(readiness 503, metadata state "refused", predict 503, the log) while the good ones serve."""
+(readiness 503, metadata state "UNAVAILABLE", predict 503, the log) while the good ones serve."""
 
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ def test_good_models_serve_beside_the_refused_ones(http: httpx.Client, name: str
     assert ready.status_code == 200, ready.text
     assert ready.json() == {"name": name, "version": "1", "ready": True}
     parameters = http.get(f"/v2/models/{name}").json()["parameters"]
-    assert (parameters["state"], parameters["reason"]) == ("ready", "")
+    assert (parameters["state"], parameters["reason"]) == ("READY", "")
     response = http.post(f"/v1/models/{name}:predict", json={"instances": [ROW, ROW]})
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
@@ -212,7 +212,7 @@ def test_doctored_checkpoint_is_refused_with_its_reason(refusals: Refusals, http
     metadata = http.get(f"/v2/models/{name}")
     assert metadata.status_code == 200, metadata.text
     parameters = metadata.json()["parameters"]
-    assert parameters["state"] == "refused"
+    assert parameters["state"] == "UNAVAILABLE"
     assert parameters["reason"] == reason
     assert "self_test" not in parameters  # refused before any self-test ran
 

@@ -1,0 +1,71 @@
+"""Open Inference Protocol model-repository extension (as Triton and MLServer serve it).
+
+`POST /v2/repository/index` lists every version on disk or loaded with its state and reason;
+`POST /v2/repository/models/{name}/load` and `/unload` change what serves, in explicit model control only.
+Admin routes: they change what every client is served.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service.errors import BadRequest
+from service.http import json_response, parse_json_object, read_body
+from service.registry import ModelRegistry
+
+REPOSITORY_PATHS = (
+    "/v2/repository/index",
+    "/v2/repository/models/{name}/load",
+    "/v2/repository/models/{name}/unload",
+)
+# Request bodies here are tiny ({"ready": true}, {"parameters": {...}}); anything larger is not ours.
+MAX_BODY_BYTES = 64 * 1024
+
+
+def repository_router(registry: ModelRegistry) -> APIRouter:
+    router = APIRouter(tags=["Model repository (OIP extension)"])
+
+    @router.post("/v2/repository/index")
+    async def index(request: Request) -> Response:
+        body = await _optional_body(request)
+        ready_only = body.get("ready", False)
+        if not isinstance(ready_only, bool):
+            raise BadRequest(f'"ready" must be true or false, got {ready_only!r}')
+        return json_response([entry.to_json() for entry in await registry.index(ready_only)])
+
+    @router.post("/v2/repository/models/{name}/load")
+    async def load(name: str, request: Request) -> Response:
+        parameters = _parameters(await _optional_body(request))
+        if parameters:
+            raise BadRequest(
+                f"load parameters are not supported ({sorted(parameters)}): "
+                "versions load from the repository on disk, as the version policy picks them"
+            )
+        versions = await registry.load(name)
+        return json_response({"name": name, "versions": [str(v) for v in versions]})
+
+    @router.post("/v2/repository/models/{name}/unload")
+    async def unload(name: str, request: Request) -> Response:
+        parameters = _parameters(await _optional_body(request))
+        unknown = sorted(set(parameters) - {"unload_dependents"})  # tritonclient always sends it; no ensembles here
+        if unknown:
+            raise BadRequest(f"unload parameters are not supported: {unknown}")
+        await registry.unload(name)
+        return json_response({"name": name, "versions": []})
+
+    return router
+
+
+async def _optional_body(request: Request) -> dict[str, Any]:
+    raw = await read_body(request, MAX_BODY_BYTES)
+    return parse_json_object(raw) if raw.strip() else {}
+
+
+def _parameters(body: dict[str, Any]) -> dict[str, Any]:
+    parameters = body.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise BadRequest('"parameters" must be a JSON object')
+    return parameters
