@@ -100,7 +100,7 @@ def test_model_metadata(client: Any, v1_answer: dict[str, Any]) -> None:
     assert parameters["checkpoint_sha256"] == v1_answer["sha256"]
     assert len(parameters["checkpoint_sha256"]) == 64
     assert parameters["chunk_rows"] == 32
-    assert parameters["state"] == "ready"
+    assert parameters["state"] == "READY"
     assert parameters["class_labels"] == CLASSES
     assert parameters["self_test"]["passed"] is True
     assert client.get_model_metadata("tiny", "1") == metadata
