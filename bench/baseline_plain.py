@@ -44,7 +44,8 @@ async def predict(name: str, body: PredictRequest) -> dict[str, Any]:
     if name != MODEL_NAME:
         raise HTTPException(404, f"unknown model {name!r}")
     with torch.inference_mode():
-        logits = MODEL(torch.tensor(body.instances, dtype=torch.float32))
+        # Flat rows reshaped to the model's input (a CNN's (1, H, W)), as ours accepts them.
+        logits = MODEL(torch.tensor(body.instances, dtype=torch.float32).reshape(-1, *MANIFEST.input.shape))
         probabilities = torch.softmax(logits, dim=1)
         index = torch.argmax(logits, dim=1)
     return {

@@ -184,10 +184,10 @@ class Load:
 _RESULT = re.compile(r"BENCH_RESULT (.*)")
 
 
-def run_wrk(wrk: str, url: str, body: Path, connections: int, seconds: float, rows: int) -> Load:
+def run_wrk(wrk: str, url: str, body: Path, connections: int, seconds: float, rows: int, model: str = MODEL) -> Load:
     command = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "-s", str(BENCH / "post.lua")]
     done = subprocess.run(
-        [*command, f"{url}/v1/models/{MODEL}:predict"],
+        [*command, f"{url}/v1/models/{model}:predict"],
         env={**os.environ, "BENCH_BODY": str(body)},
         capture_output=True,
         text=True,

@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None, executor_factory: ServingExecut
     passed its self-test (see ServingExecutorFactory); no setting reaches it."""
     settings = settings or Settings()
     resolve_placement(settings.device, settings.dtype)  # a device/dtype this machine cannot honour fails here
-    metrics = Metrics(settings.chunk_rows)
+    metrics = Metrics(settings.chunk_rows if isinstance(settings.chunk_rows, int) else None)
     registry = ModelRegistry(settings, metrics, executor_factory)
     inference = Inference(registry, settings, metrics)
 

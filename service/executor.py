@@ -99,7 +99,14 @@ class ChunkedExecutor(ABC):
     kind = "abstract"
 
     def __init__(
-        self, model: nn.Module, input_shape: tuple[int, ...], num_classes: int, chunk_rows: int, device: str, dtype: str
+        self,
+        model: nn.Module,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        chunk_rows: int,
+        device: str,
+        dtype: str,
+        details: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.input_shape = input_shape
@@ -108,6 +115,7 @@ class ChunkedExecutor(ABC):
         self.device = device
         self.dtype = dtype
         self._torch_dtype = DTYPES[dtype]
+        self._details = details or {}  # joins describe(): how C was chosen
         self._lock = threading.Lock()
 
     def run(self, rows: Float32Array) -> Outputs:
@@ -139,7 +147,8 @@ class ChunkedExecutor(ABC):
             return result
 
     def describe(self) -> dict[str, Any]:
-        return {"executor": self.kind, "device": self.device, "dtype": self.dtype, "chunk_rows": self.chunk_rows}
+        identity = {"executor": self.kind, "device": self.device, "dtype": self.dtype, "chunk_rows": self.chunk_rows}
+        return {**identity, **self._details}
 
 
 class EagerExecutor(ChunkedExecutor):
@@ -160,8 +169,9 @@ class EagerExecutor(ChunkedExecutor):
         chunk_rows: int,
         device: str = "cpu",
         dtype: str = "float32",
+        details: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(model, input_shape, num_classes, chunk_rows, device, dtype)
+        super().__init__(model, input_shape, num_classes, chunk_rows, device, dtype, details)
         # The one execution shape: (C, *input_shape), reused so no allocation varies between calls.
         self._chunk = torch.zeros((chunk_rows, *input_shape), dtype=torch.float32)
         self._pad: Float32Array = self._chunk.numpy()

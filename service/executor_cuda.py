@@ -8,6 +8,8 @@ stream that replays the graph, then one synchronize per chunk.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -31,8 +33,9 @@ class CudaGraphExecutor(ChunkedExecutor):
         chunk_rows: int,
         device: str = "cuda",
         dtype: str = "float32",
+        details: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(model, input_shape, num_classes, chunk_rows, device, dtype)
+        super().__init__(model, input_shape, num_classes, chunk_rows, device, dtype, details)
         shape = (chunk_rows, *input_shape)
         # Host side, pinned: the chunk is padded here (numpy view, no torch call), outputs land here.
         self._host_in = torch.zeros(shape, dtype=torch.float32).pin_memory()  # (C, *input_shape)

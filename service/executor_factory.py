@@ -2,18 +2,21 @@
 
 Device: `cpu`, `cuda`, or `auto` (cuda when available). Dtype: float32, or bfloat16 on cuda only (the
 checkpoint stays float32 and is cast here, at load). Implementation: CUDA graph on a GPU, traced TorchScript
-on CPU, eager where those fail. C: the setting, or the device's default.
+on CPU, eager where those fail. C: the setting, the device's default, or `auto`: calibrated per model
+(service/calibration.py).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from models import Manifest
+from service.calibration import calibrate
 from service.executor import DTYPES, EagerExecutor, Executor, NotTraceable, TracedCpuExecutor
 from service.settings import Settings
 
@@ -53,15 +56,31 @@ def build_executor(model: nn.Module, manifest: Manifest, settings: Settings) -> 
     """The executor for one model version: the model cast and moved once, then wrapped."""
     placement = resolve_placement(settings.device, settings.dtype)
     model = model.to(device=placement.device, dtype=DTYPES[placement.dtype]).eval()
-    chunk_rows = settings.chunk_rows or DEFAULT_CHUNK_ROWS[placement.device]
-    return make_executor(model, manifest.input.shape, len(manifest.class_labels), chunk_rows, placement)
+    shape, classes = manifest.input.shape, len(manifest.class_labels)
+    if settings.chunk_rows != "auto":
+        chunk_rows = settings.chunk_rows or DEFAULT_CHUNK_ROWS[placement.device]
+        return make_executor(model, shape, classes, chunk_rows, placement)
+    calibration = calibrate(
+        lambda chunk_rows: make_executor(model, shape, classes, chunk_rows, placement), settings.chunk_latency_bound_ms
+    )
+    log.info(
+        "model %s: chunk rows %d chosen from %s ms per chunk (bound %g ms)", manifest.name, calibration.chunk_rows,
+        calibration.describe()["chunk_timings_ms"], calibration.bound_ms,
+    )  # fmt: skip
+    return make_executor(model, shape, classes, calibration.chunk_rows, placement, calibration.describe())
 
 
 def make_executor(
-    model: nn.Module, input_shape: tuple[int, ...], num_classes: int, chunk_rows: int, placement: Placement
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    chunk_rows: int,
+    placement: Placement,
+    details: dict[str, Any] | None = None,
 ) -> Executor:
-    """CUDA graph on a GPU, traced on CPU; eager when the model cannot be captured or traced."""
-    args = (model, input_shape, num_classes, chunk_rows, placement.device, placement.dtype)
+    """CUDA graph on a GPU, traced on CPU; eager when the model cannot be captured or traced. `details` join
+    the executor's description (the calibration behind an automatic C)."""
+    args = (model, input_shape, num_classes, chunk_rows, placement.device, placement.dtype, details)
     if placement.device == "cuda":
         from service.executor_cuda import CudaGraphExecutor, GraphCaptureFailed
 

@@ -25,10 +25,14 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 picks a free one)")
     workers: int = Field(1, ge=1, le=64, description="Server processes, each with its own models and batcher")
-    chunk_rows: Annotated[int, Field(ge=1, le=4096)] | None = Field(
+    chunk_rows: Annotated[int, Field(ge=1, le=4096)] | Literal["auto"] | None = Field(
         None,
-        description="C: every forward pass runs on exactly this many rows, zero-padded "
+        description="C: every forward pass runs on exactly this many rows, zero-padded; 'auto' times C in "
+        "1, 2, 4, ..., 256 per model at load and takes the most rows/s within --chunk-latency-bound-ms "
         "(unset: the device's default, 32 on cpu, 64 on cuda)",
+    )
+    chunk_latency_bound_ms: float = Field(
+        1.0, gt=0, le=10_000, description="With --chunk-rows auto: the longest one C-row forward may take"
     )
     threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per process (part of the guarantee)")
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="Where models run (auto: cuda when available)")
