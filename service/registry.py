@@ -166,8 +166,9 @@ class ModelRegistry:
         self._closing = True
         if self._poller is not None:
             self._poller.cancel()
-        if self._loading:
-            await asyncio.wait(list(self._loading.values()), timeout=60)
+        pending = [task for task in self._tasks if task is not self._poller]  # loads and drains
+        if pending:
+            await asyncio.wait(pending, timeout=60)
         for served in self._serving.values():
             served.batcher.stop()
 
@@ -234,6 +235,8 @@ class ModelRegistry:
             if name in self._unloaded:
                 continue
             on_disk = self._disk.get(name, EMPTY_MODEL_DIR).versions
+            for gone in [key for key in self._refused if key[0] == name and key[1] not in on_disk]:
+                del self._refused[gone]  # a directory made again under this number is tried afresh
             for version in self._wanted(name, force):
                 key = (name, version)
                 if key not in self._loading and self._needs_load(key, on_disk[version], force):
