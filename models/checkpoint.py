@@ -116,7 +116,8 @@ def parse_version(text: str) -> int | None:
     `'²'.isdigit()` is True and `int('007')` is 7: neither names a version, so a directory or URL
     spelled so can never alias or crash on one.
     """
-    return int(text) if VERSION_PATTERN.fullmatch(text) else None
+    # At most 18 digits: more than any version, and int() of over 4,300 digits raises (a 500 from a URL).
+    return int(text) if len(text) <= 18 and VERSION_PATTERN.fullmatch(text) else None
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,7 @@ def save_checkpoint(repository: Path, model: nn.Module, manifest: Manifest) -> P
     try:
         weights_path = staging / WEIGHTS_FILE
         save_file(state, str(weights_path))
+        weights_path.chmod(0o644)  # safetensors writes 0600; readable like its 0755 directory
         _fsync(weights_path)
         sha = sha256_of(weights_path)
         return _publish(staging, model_dir, manifest, sha)
@@ -201,6 +203,7 @@ def _publish(staging: Path, model_dir: Path, manifest: Manifest, sha: str) -> Pa
         final = dataclasses.replace(manifest, version=version, weights_sha256=sha, created_at=created)
         manifest_path = staging / MANIFEST_FILE
         manifest_path.write_text(json.dumps(final.to_json(), indent=2) + "\n")
+        manifest_path.chmod(0o644)
         _fsync(manifest_path)
         target = model_dir / str(version)
         try:
@@ -231,9 +234,11 @@ def read_manifest(version_dir: Path) -> Manifest:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"unreadable manifest {path}: {exc}") from exc
+        # File names only, never the server's paths: these reasons reach clients.
+        detail = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise CheckpointError(f"unreadable manifest {MANIFEST_FILE}: {detail}") from exc
     if not isinstance(data, dict):
-        raise CheckpointError(f"manifest {path} is not a JSON object")
+        raise CheckpointError(f"manifest {MANIFEST_FILE} is not a JSON object")
     return Manifest.from_json(data)
 
 
@@ -245,7 +250,7 @@ def load_checkpoint(version_dir: Path) -> tuple[nn.Module, Manifest]:
     manifest = read_manifest(version_dir)
     weights_path = Path(version_dir) / WEIGHTS_FILE
     if not weights_path.is_file():
-        raise CheckpointError(f"missing weights file {weights_path}")
+        raise CheckpointError(f"missing weights file {WEIGHTS_FILE}")
     actual_sha = sha256_of(weights_path)
     if actual_sha != manifest.weights_sha256:
         raise CheckpointError(
@@ -254,7 +259,8 @@ def load_checkpoint(version_dir: Path) -> tuple[nn.Module, Manifest]:
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"unreadable weights: {exc}") from exc
+        detail = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise CheckpointError(f"unreadable weights: {detail}") from exc
     model = build_model(manifest.architecture)
     _check_state_keys(model, state)
     model.load_state_dict(state, strict=True)

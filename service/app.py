@@ -5,6 +5,7 @@ request lands on a process whose models are not verified yet."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -29,6 +30,7 @@ from service.v1 import V1_PREDICT_PATHS, v1_predict_handler, v1_router
 from service.v2 import V2_INFER_PATHS, v2_infer_handler, v2_router
 
 log = logging.getLogger("invariant.app")
+EXIT_COMPUTE_FAILED = 70  # EX_SOFTWARE
 
 
 def create_app(settings: Settings | None = None, executor_factory: ServingExecutorFactory | None = None) -> FastAPI:
@@ -46,6 +48,10 @@ def create_app(settings: Settings | None = None, executor_factory: ServingExecut
         await registry.start()
         yield
         await registry.close()
+        if registry.fatal:  # drained; exit non-zero so that a supervisor starts a fresh process
+            log.critical("exiting with status %d after: %s", EXIT_COMPUTE_FAILED, registry.fatal)
+            logging.shutdown()
+            os._exit(EXIT_COMPUTE_FAILED)
 
     # FastAPI 0.165 reads its OpenTelemetry settings from os.environ on every request; we export Prometheus.
     telemetry_off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}

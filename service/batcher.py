@@ -1,9 +1,13 @@
 """Dynamic batching onto the fixed-shape executor.
 
-Requests for one model version queue up here; a compute thread takes up to C rows at a time from the
-head of the queue (a large request spans chunks, small ones share a chunk), runs one fixed-shape forward,
-and scatters each row's outputs back to the request that owns it. Rows are identified by (request, offset),
+Requests for one model version queue up here; a compute thread fills each chunk of C rows fairly from the
+waiting requests (each gets an equal share, a large request spans chunks, small ones share a chunk, so a
+1-row request never waits behind a large one's thousands of rows), runs one fixed-shape forward, and
+scatters each row's outputs back to the request that owns it. Rows are identified by (request, offset),
 never by position in the chunk, so a result cannot reach another client.
+
+If the compute thread dies for any reason, the batcher fails every waiting request at once, refuses new
+ones, and reports the reason through `on_failure` (the registry then stops serving the model).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +63,7 @@ class Batcher:
         max_queue_rows: int,
         max_queue_delay_s: float = 0.0,
         audit_fraction: float = 0.0,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.executor = executor
         self.chunk_rows = executor.chunk_rows
@@ -73,6 +79,9 @@ class Batcher:
         self._wakeup = threading.Condition()
         self._stopping = False
         self._draining = False  # stop once the queue is empty (the version is being unloaded)
+        self._on_failure = on_failure
+        self.failure = ""  # why the compute thread died; "" while it runs
+        self._running: list[_Piece] = []  # the chunk being computed, failed too if the thread dies in it
         # Children created up front so the audit series read 0, not absent, before the first audit.
         metrics.audit_checks.labels(*labels)
         metrics.audit_mismatches.labels(*labels)
@@ -108,18 +117,24 @@ class Batcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
+    def admit(self, count: int) -> None:
+        """Raise what submit() would for `count` rows (413, 503) without them: used before decoding."""
+        if self.failure:
+            raise NotReady(f"model {self._labels[0]!r} version {self._labels[1]} is not served: {self.failure}")
+        if count > self.max_queue_rows:  # could never be queued: retrying would not help, unlike a full queue
+            raise PayloadTooLarge(f"request has {count} rows, more than max_queue_rows={self.max_queue_rows}")
+        if self._queued_rows + count > self.max_queue_rows:
+            raise Overloaded(f"queue full: {self._queued_rows} rows waiting (max_queue_rows={self.max_queue_rows})")
+
     async def submit(self, rows: Float32Array, timeout_s: float) -> Outputs:
         """Queue rows (n, *input_shape); resolves with their outputs, or raises Overloaded/RequestTimeout."""
         loop = asyncio.get_running_loop()
         count = rows.shape[0]
         request = _Request(rows, loop.create_future(), loop, time.perf_counter(), _empty_outputs(count, self))
-        if count > self.max_queue_rows:  # could never be queued: retrying would not help, unlike a full queue
-            raise PayloadTooLarge(f"request has {count} rows, more than max_queue_rows={self.max_queue_rows}")
         with self._wakeup:
             if self._draining or self._stopping:
                 raise NotReady("this model version is being unloaded; retry to reach the version now served")
-            if self._queued_rows + count > self.max_queue_rows:
-                raise Overloaded(f"queue full: {self._queued_rows} rows waiting (max_queue_rows={self.max_queue_rows})")
+            self.admit(count)
             self._queue.append(request)
             self._set_queued(self._queued_rows + count)
             self._wakeup.notify()
@@ -152,38 +167,68 @@ class Batcher:
         self._queue_gauge.set(rows)
 
     def _compute_loop(self) -> None:
+        try:
+            self._serve_chunks()
+        except BaseException as exc:
+            self._fail(f"compute thread died: {type(exc).__name__}: {exc}")
+            log.critical("model %s version %s: %s", *self._labels, self.failure, exc_info=exc)
+
+    def _fail(self, reason: str) -> None:
+        """Fail every waiting request now (503 rather than a 504 much later), refuse new ones, report."""
+        with self._wakeup:
+            self.failure = reason
+            waiting = list(self._queue) + [piece.request for piece in self._running]
+            self._queue = deque()
+            self._set_queued(0)
+        self._metrics.compute_failures.labels(*self._labels).inc()
+        error = NotReady(f"model {self._labels[0]!r} version {self._labels[1]} is not served: {reason}")
+        for request in waiting:
+            _resolve(request, error)
+        if self._on_failure is not None:
+            self._on_failure(reason)
+
+    def _serve_chunks(self) -> None:
         while True:
             pieces = self._next_chunk()
             if pieces is None:
                 return
             if pieces:
+                self._running = pieces
                 self._run_chunk(pieces)
+                self._running = []
             if self._audits and (not self._queued_rows or len(self._audits) >= AUDIT_BACKLOG // 2):
                 self._audit_one()
 
     def _next_chunk(self) -> list[_Piece] | None:
-        """Up to C rows from the head of the queue; [] when only audits are due; None when stopping."""
+        """Up to C rows shared fairly by the waiting requests; [] when only audits are due; None when stopping."""
         with self._wakeup:
             while not self._queued_rows and not self._audits and not self._stopping and not self._draining:
                 self._wakeup.wait()
             if self._stopping or (self._draining and not self._queued_rows):
                 return None  # a draining batcher skips pending audits: the version is going away
             self._wait_for_fuller_chunk()
+            waiting = self._take_waiting()
+            shares = fair_shares([request.remaining for request in waiting], self.chunk_rows)
             pieces: list[_Piece] = []
-            free = self.chunk_rows
-            while free and self._queue:
-                request = self._queue[0]
-                if request.cancelled or request.remaining == 0:
-                    self._queue.popleft()
-                    continue
-                take = min(free, request.remaining)
-                pieces.append(_Piece(request, request.taken, request.taken + take))
-                request.taken += take
-                free -= take
-                if request.remaining == 0:
-                    self._queue.popleft()
-            self._set_queued(self._queued_rows - (self.chunk_rows - free))
+            for request, take in zip(waiting, shares, strict=True):
+                if take:
+                    pieces.append(_Piece(request, request.taken, request.taken + take))
+                    request.taken += take
+            # Round-robin: requests that got no rows keep their place at the head; those that still have rows
+            # after this chunk go to the back.
+            self._queue.extendleft(reversed([r for r, take in zip(waiting, shares, strict=True) if not take]))
+            self._queue.extend(r for r, take in zip(waiting, shares, strict=True) if take and r.remaining)
+            self._set_queued(self._queued_rows - sum(shares))
             return pieces
+
+    def _take_waiting(self) -> list[_Request]:
+        """Up to C live requests from the head of the queue (at most C can share a chunk); drops dead ones."""
+        waiting: list[_Request] = []
+        while self._queue and len(waiting) < self.chunk_rows:
+            request = self._queue.popleft()
+            if not request.cancelled and request.remaining:
+                waiting.append(request)
+        return waiting
 
     def _wait_for_fuller_chunk(self) -> None:
         # Opt-in: a lone request waits up to max_queue_delay for company; 0 (default) never waits.
@@ -247,6 +292,23 @@ class Batcher:
         if not alone.bitwise_equal(served):
             self._metrics.audit_mismatches.labels(*self._labels).inc()
             log.error("AUDIT MISMATCH model=%s version=%s: a served row differs from the row alone", *self._labels)
+
+
+def fair_shares(remaining: list[int], free: int) -> list[int]:
+    """Rows each request gets in a chunk of `free` rows: equal shares (in queue order when they do not
+    divide), a request needing less than its share leaves the rest to the others. Sums to min(free, total)."""
+    shares = [0] * len(remaining)
+    hungry = [i for i, rows in enumerate(remaining) if rows]
+    while free and hungry:
+        share = max(1, free // len(hungry))
+        for i in hungry:
+            give = min(share, remaining[i] - shares[i], free)
+            shares[i] += give
+            free -= give
+            if not free:
+                break
+        hungry = [i for i in hungry if shares[i] < remaining[i]]
+    return shares
 
 
 def _empty_outputs(count: int, batcher: Batcher) -> Outputs:

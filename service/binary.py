@@ -35,6 +35,14 @@ def parameters_of(obj: dict[str, Any], what: str) -> dict[str, Any]:
     return parameters
 
 
+def flag_of(obj: dict[str, Any], what: str, name: str, default: bool) -> bool:
+    """A boolean parameter: JSON true or false only ("false" is a string, and truthy)."""
+    value = parameters_of(obj, what).get(name, default)
+    if type(value) is not bool:
+        raise BadRequest(f'{what}: "{name}" must be true or false, got {value!r}')
+    return value
+
+
 def take_binary_inputs(tensors: list[dict[str, Any]], binary: bytes) -> list[bytes | None]:
     """The raw bytes of each input that declares `binary_data_size` (None for JSON inputs)."""
     parts: list[bytes | None] = []
@@ -44,7 +52,7 @@ def take_binary_inputs(tensors: list[dict[str, Any]], binary: bytes) -> list[byt
         if size is None:
             parts.append(None)
             continue
-        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+        if type(size) is not int or size < 0 or offset + size > len(binary):
             raise BadRequest(f"input {tensor.get('name')!r}: binary_data_size {size!r} exceeds the binary data")
         parts.append(binary[offset : offset + size])
         offset += size

@@ -20,6 +20,25 @@ class NotFound(ServiceError):
     status_code = 404
 
 
+class MethodNotAllowed(ServiceError):
+    status_code = 405
+
+
+class BodyTimeout(ServiceError):
+    """The body did not arrive in time; the connection is closed, since the rest of it may still come."""
+
+    status_code = 408
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Connection": "close"})
+
+
+class ClientGone(ServiceError):
+    """The client closed the connection mid-request; nobody reads the answer (nginx's 499)."""
+
+    status_code = 499
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
 

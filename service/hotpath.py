@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import ServiceError
+from service.errors import MethodNotAllowed, ServiceError
 from service.http import error_response, json_response
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -31,13 +31,17 @@ class HotRoutes:
         self.routes: list[tuple[re.Pattern[str], Handler]] = [(compile_path(p)[0], h) for p, h in routes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
             path: str = scope["path"]
             for pattern, handler in self.routes:
                 match = pattern.match(path)
                 if match:
-                    scope["path_params"] = match.groupdict()
-                    response = await _respond(handler, Request(scope, receive))
+                    if scope["method"] != "POST":
+                        # Also for GET: "/v1/models/{name}" would otherwise take "tiny:predict" as a name (404).
+                        response = error_response(MethodNotAllowed("Method Not Allowed", {"Allow": "POST"}))
+                    else:
+                        scope["path_params"] = match.groupdict()
+                        response = await _respond(handler, Request(scope, receive))
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)

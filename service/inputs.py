@@ -7,6 +7,7 @@ extension) and leave as a (N, *input_shape) float32 array, or as a BadRequest na
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -36,8 +37,39 @@ def rows_from_nested(rows: Any, input_shape: tuple[int, ...], what: str = "insta
     return finite_rows(array.reshape((len(rows), *input_shape)), what)
 
 
-def rows_from_flat(values: Any, shape: tuple[int, ...], input_shape: tuple[int, ...], what: str) -> Float32Array:
-    """A V2 tensor: `values` row-major (flat or nested) with declared `shape` (N, ...) -> (N, *input_shape)."""
+def rows_from_flat(
+    values: Any, shape: tuple[int, ...], input_shape: tuple[int, ...], what: str, datatype: str = "FP32"
+) -> Float32Array:
+    """A V2 tensor: `values` row-major (flat or nested) with declared `shape` (N, ...) -> (N, *input_shape).
+
+    For INT32/INT64 tensors every value must be a JSON integer within the type's range."""
+    array = _rows_from_flat(values, shape, input_shape, what)
+    if datatype in _INTEGER_RANGES:
+        _check_integers(values, datatype, math.prod(input_shape), what)
+    return array
+
+
+_INTEGER_RANGES = {"INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1)}
+
+
+def _check_integers(values: list[Any], datatype: str, row_size: int, what: str) -> None:
+    low, high = _INTEGER_RANGES[datatype]
+    for index, value in enumerate(_flatten(values)):
+        if type(value) is not int:
+            raise BadRequest(f"{what} row {index // row_size}: element {value!r} is not an {datatype} value")
+        if not low <= value <= high:
+            raise BadRequest(f"{what} row {index // row_size}: element {value} is out of range for {datatype}")
+
+
+def _flatten(values: list[Any]) -> Iterator[Any]:
+    for value in values:
+        if isinstance(value, list):
+            yield from _flatten(value)
+        else:
+            yield value
+
+
+def _rows_from_flat(values: Any, shape: tuple[int, ...], input_shape: tuple[int, ...], what: str) -> Float32Array:
     rows = _batch_count(shape, input_shape, what)
     if isinstance(values, list) and values and isinstance(values[0], list):
         array = np.asarray(rows_from_nested(values, _row_shape(shape), what))
@@ -72,9 +104,14 @@ def rows_from_bytes(
 _BINARY_DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 
 
+# More digits than any count or version this server could hold; also keeps int() below Python's 4,300-digit
+# conversion limit, which raises ValueError (a 500) on longer strings.
+MAX_DIGITS = 18
+
+
 def ascii_int(text: str) -> int | None:
-    """A non-negative decimal integer written in ASCII digits, else None ('²'.isdigit() is True)."""
-    return int(text) if text.isascii() and text.isdigit() else None
+    """A non-negative decimal integer of at most 18 ASCII digits, else None ('²'.isdigit() is True)."""
+    return int(text) if len(text) <= MAX_DIGITS and text.isascii() and text.isdigit() else None
 
 
 def finite_rows(array: Float32Array, what: str) -> Float32Array:

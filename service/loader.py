@@ -83,18 +83,20 @@ def load_version(
     settings: Settings,
     metrics: Metrics,
     executor_factory: Callable[[Executor], Executor] | None = None,
+    on_failure: Callable[[str], None] | None = None,
 ) -> ServedModel | Refusal:
-    """`executor_factory` (bench only) wraps the executor that passed the self-test into the one that serves."""
+    """`executor_factory` (bench only) wraps the executor that passed the self-test into the one that serves;
+    `on_failure(reason)` is called (on the compute thread) if the batcher's compute thread dies."""
     before = fingerprint(path)
     started = time.perf_counter()
     with _LOAD_LOCK:
         try:
             checked: _Checked | Refusal = _check(name, version, path, settings, metrics)
         except (CheckpointError, ModelRefused) as exc:
-            checked = Refusal(str(exc), before)
+            checked = Refusal(_without_paths(str(exc), path, name, version), before)
         except Exception as exc:  # an unexpected failure refuses this version, never the server
             log.exception("loading %s failed", path)
-            checked = Refusal(f"internal error while loading: {exc!r}", before)
+            checked = Refusal(_without_paths(f"internal error while loading: {exc!r}", path, name, version), before)
     if isinstance(checked, _Checked) and fingerprint(path) != before:
         checked = Refusal("files changed while they were read; retried when they change again", before)
     _record(metrics, name, version, checked, time.perf_counter() - started)
@@ -103,7 +105,7 @@ def load_version(
     executor = checked.executor if executor_factory is None else executor_factory(checked.executor)
     labels = (name, str(version))
     delay_s = settings.max_queue_delay_ms / 1000
-    batcher = Batcher(executor, labels, metrics, settings.max_queue_rows, delay_s, settings.audit_fraction)
+    batcher = Batcher(executor, labels, metrics, settings.max_queue_rows, delay_s, settings.audit_fraction, on_failure)
     batcher.start()
     log.info(
         "model %s version %d ready (sha256 %s, self-test %s in %.2f s)",
@@ -113,6 +115,13 @@ def load_version(
         name, version, path, before, checked.manifest, batcher, checked.self_test, checked.environment,
         executor.describe(),
     )  # fmt: skip
+
+
+def _without_paths(reason: str, path: Path, name: str, version: int) -> str:
+    """Reasons reach clients: they name the model's files, never where the server keeps them."""
+    for spelling in {str(path.resolve()), str(path)}:
+        reason = reason.replace(spelling, f"{name}/{version}")
+    return reason
 
 
 @dataclass(frozen=True)

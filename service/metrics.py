@@ -3,10 +3,13 @@ multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by the CLI) aggregates them acr
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 MODEL = ("model", "version")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -85,6 +88,18 @@ class Metrics:
         self.audit_checks = Counter(
             "invariant_audit_checks", "Served rows re-run alone and compared bitwise", MODEL, registry=own
         )
+        self.compute_failures = Counter(
+            "invariant_compute_thread_failures", "Times a model's compute thread died (the model then stops serving)",
+            MODEL, registry=own,
+        )  # fmt: skip
+        self.client_disconnects = Counter(
+            "invariant_client_disconnects", "Clients that hung up before sending their whole request body",
+            registry=own,
+        )  # fmt: skip
+        self.body_timeouts = Counter(
+            "invariant_body_timeouts", "Request bodies not received within body_timeout_s (answered 408)",
+            registry=own,
+        )  # fmt: skip
         self.audit_mismatches = Counter(
             "invariant_audit_mismatches",
             "Audited rows whose bits differed (should stay 0)",
@@ -94,7 +109,35 @@ class Metrics:
 
     def render(self) -> bytes:
         if self._multiprocess:
+            forget_dead_processes()
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
+
+
+def forget_dead_processes() -> None:
+    """Remove the live-gauge files of worker processes that no longer exist (e.g. after `kill -9`).
+
+    A worker that exits cleanly is forgotten by its parent; one that is killed is not, and its last queue
+    length and readiness would be summed forever. Counters and histograms stay: their counts happened.
+    """
+    folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    pids = {int(m.group(1)) for m in map(_LIVE_GAUGE_FILE.fullmatch, os.listdir(folder)) if m}
+    for pid in pids:
+        if not _alive(pid):
+            with contextlib.suppress(FileNotFoundError):  # another worker forgot it at the same moment
+                mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

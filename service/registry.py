@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import signal
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,6 +37,15 @@ from service.policy import parse_policy
 from service.settings import Settings
 
 log = logging.getLogger("invariant.registry")
+
+
+def request_restart(reason: str) -> None:
+    """Ask this process to shut down gracefully (SIGTERM, as a supervisor would); it then exits non-zero
+    (app lifespan), so that uvicorn's worker supervisor, docker or systemd starts a fresh one."""
+    log.critical("stopping the process so that its supervisor restarts it: %s", reason)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 Key = tuple[str, int]  # (model name, version)
 # Bench only, reachable from code (create_app) and never from settings: wraps the executor that passed the
 # self-test into the one that serves (the bench's variable-shape comparison). A failed self-test refuses the
@@ -87,9 +98,15 @@ class Snapshot:
 
 class ModelRegistry:
     def __init__(
-        self, settings: Settings, metrics: Metrics, executor_factory: ServingExecutorFactory | None = None
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        executor_factory: ServingExecutorFactory | None = None,
+        on_fatal: Callable[[str], None] = request_restart,
     ) -> None:
         self.settings = settings
+        self._on_fatal = on_fatal
+        self.fatal = ""  # set when a compute thread died: this process should be replaced by a fresh one
         self.metrics = metrics
         self.executor_factory = executor_factory
         self.policy = parse_policy(settings.version_policy)
@@ -274,9 +291,14 @@ class ModelRegistry:
     async def _load(self, key: Key) -> None:
         name, version = key
         path = self.settings.repository / name / str(version)
+        loop = asyncio.get_running_loop()
+
+        def on_failure(reason: str) -> None:  # called on the compute thread; state changes on the loop
+            loop.call_soon_threadsafe(self._compute_failed, key, reason)
+
         try:
             result = await asyncio.to_thread(
-                load_version, name, version, path, self.settings, self.metrics, self.executor_factory
+                load_version, name, version, path, self.settings, self.metrics, self.executor_factory, on_failure
             )
         finally:
             del self._loading[key]
@@ -296,6 +318,20 @@ class ModelRegistry:
             self._refused[key] = result
         self._retire_displaced(name)
         self._publish()
+
+    def _compute_failed(self, key: Key, reason: str) -> None:
+        """A version whose compute thread died stops serving (its requests already failed with 503); the
+        reason shows in its metadata and the index. A fresh process is the dependable way back."""
+        served = self._serving.get(key)
+        if served is None or not served.batcher.failure:
+            return  # replaced or unloaded meanwhile
+        del self._serving[key]
+        self._refused[key] = Refusal(reason, served.fingerprint)  # not reloaded by polls until files change
+        served.batcher.stop()
+        log.critical("model %s version %d FAILED: %s", *key, reason)
+        self._publish()
+        self.fatal = f"model {key[0]} version {key[1]}: {reason}"
+        self._on_fatal(self.fatal)
 
     def _retire(self, key: Key) -> asyncio.Task[None]:
         return self._drain(key, self._serving.pop(key))

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.errors import BadRequest
-from service.http import json_response, parse_json_object, read_body
+from service.http import BodyReader, json_response, parse_json_object
 from service.registry import ModelRegistry
 
 REPOSITORY_PATHS = (
@@ -27,10 +27,11 @@ MAX_BODY_BYTES = 64 * 1024
 
 def repository_router(registry: ModelRegistry) -> APIRouter:
     router = APIRouter(tags=["Model repository (OIP extension)"])
+    reader = BodyReader(MAX_BODY_BYTES, registry.settings.body_timeout_s, registry.metrics)
 
     @router.post("/v2/repository/index")
     async def index(request: Request) -> Response:
-        body = await _optional_body(request)
+        body = await _optional_body(reader, request)
         ready_only = body.get("ready", False)
         if not isinstance(ready_only, bool):
             raise BadRequest(f'"ready" must be true or false, got {ready_only!r}')
@@ -38,7 +39,7 @@ def repository_router(registry: ModelRegistry) -> APIRouter:
 
     @router.post("/v2/repository/models/{name}/load")
     async def load(name: str, request: Request) -> Response:
-        parameters = _parameters(await _optional_body(request))
+        parameters = _parameters(await _optional_body(reader, request))
         if parameters:
             raise BadRequest(
                 f"load parameters are not supported ({sorted(parameters)}): "
@@ -49,7 +50,7 @@ def repository_router(registry: ModelRegistry) -> APIRouter:
 
     @router.post("/v2/repository/models/{name}/unload")
     async def unload(name: str, request: Request) -> Response:
-        parameters = _parameters(await _optional_body(request))
+        parameters = _parameters(await _optional_body(reader, request))
         unknown = sorted(set(parameters) - {"unload_dependents"})  # tritonclient always sends it; no ensembles here
         if unknown:
             raise BadRequest(f"unload parameters are not supported: {unknown}")
@@ -59,8 +60,8 @@ def repository_router(registry: ModelRegistry) -> APIRouter:
     return router
 
 
-async def _optional_body(request: Request) -> dict[str, Any]:
-    raw = await read_body(request, MAX_BODY_BYTES)
+async def _optional_body(reader: BodyReader, request: Request) -> dict[str, Any]:
+    raw = await reader.read(request)
     return parse_json_object(raw) if raw.strip() else {}
 
 

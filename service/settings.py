@@ -1,4 +1,8 @@
-"""Every setting of the server, in one place: defaults, `INVARIANT_*` environment variables, CLI flags."""
+"""Every setting of the server, in one place: defaults, `INVARIANT_*` environment variables, CLI flags.
+
+Every number has a finite range: an infinite timeout or delay would overflow the clocks that use it
+(a compute thread that dies on its first request), so out-of-range values fail at start-up instead.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ class Settings(BaseSettings):
         description="poll: follow the repository on disk; explicit: only the repository API loads and unloads; "
         "none: load at start-up only",
     )
-    poll_interval_s: float = Field(2.0, gt=0, le=3600, description="Seconds between repository scans (poll mode)")
+    poll_interval_s: float = Field(
+        2.0, gt=0, le=3600, allow_inf_nan=False, description="Seconds between repository scans (poll mode)"
+    )
     version_policy: str = Field("latest:2", description="Versions that serve: all, latest:N or specific:V[,V...]")
     host: str = Field("127.0.0.1", description="Address to bind")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 picks a free one)")
@@ -39,16 +45,27 @@ class Settings(BaseSettings):
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="What models compute in; bfloat16 on cuda only (checkpoints stay float32, cast at load)"
     )
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1, description="Requests with larger bodies get 413")
-    max_queue_rows: int = Field(8192, ge=1, description="Rows waiting per model before 503 + Retry-After")
-    request_timeout_s: float = Field(30.0, gt=0, description="A request not answered by then gets 504")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1, le=1 << 30, description="Requests with larger bodies (also once decompressed) get 413"
+    )
+    max_queue_rows: int = Field(
+        8192, ge=1, le=10_000_000, description="Rows waiting per model before 503 + Retry-After"
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, le=3600, allow_inf_nan=False, description="A request not answered by then gets 504"
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, le=30, allow_inf_nan=False, description="A request body not received by then gets 408"
+    )
     max_queue_delay_ms: float = Field(
-        0.0, ge=0, description="Wait up to this long to fill a chunk; 0 runs a lone request at once"
-    )
+        0.0, ge=0, le=10_000, allow_inf_nan=False,
+        description="Wait up to this long to fill a chunk; 0 runs a lone request at once",
+    )  # fmt: skip
     audit_fraction: float = Field(
-        0.001, ge=0, le=1, description="Fraction of served rows re-run alone in the background and compared"
-    )
-    self_test_seed: int = Field(0, description="Seed of the self-test's random probe and co-rows")
+        0.001, ge=0, le=1, allow_inf_nan=False,
+        description="Fraction of served rows re-run alone in the background and compared",
+    )  # fmt: skip
+    self_test_seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the self-test's random probe and co-rows")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     @field_validator("version_policy")

@@ -10,8 +10,8 @@ from starlette.responses import Response
 from service.errors import BadRequest
 from service.executor import Float32Array, Outputs
 from service.hotpath import Handler
-from service.http import json_response, model_headers, parse_json_object, read_body
-from service.inference import Inference
+from service.http import BodyReader, json_response, model_headers, parse_json_object
+from service.inference import Admission, Inference
 from service.inputs import rows_from_nested
 from service.loader import ServedModel
 from service.metadata import model_parameters
@@ -19,6 +19,11 @@ from service.metadata import model_parameters
 
 def v1_router(inference: Inference) -> APIRouter:
     router = APIRouter(tags=["KServe V1"])
+
+    @router.get("/")
+    async def live() -> Response:
+        """KServe V1 liveness (the KServe SDK's `is_server_live`): the process answers."""
+        return json_response({"status": "alive"})
 
     @router.get("/v1/models")
     async def list_models() -> Response:
@@ -42,12 +47,16 @@ V1_PREDICT_PATHS = ("/v1/models/{name}:predict", "/v1/models/{name}/versions/{ve
 
 
 def v1_predict_handler(inference: Inference) -> Handler:
-    limit = inference.settings.max_body_bytes
+    settings = inference.settings
+    reader = BodyReader(settings.max_body_bytes, settings.body_timeout_s, inference.metrics)
 
     async def predict(request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
-        body = parse_json_object(await read_body(request, limit))
-        served, outputs = await inference.predict("v1", name, version, lambda model: _instances(body, model))
+        raw = await reader.read(request)
+        body = parse_json_object(raw)
+        instances = body.get("instances")
+        admission = Admission(len(raw), len(instances) if isinstance(instances, list) else None)
+        served, outputs = await inference.predict("v1", name, version, lambda model: _instances(body, model), admission)
         return json_response(_predictions(served, outputs), headers=model_headers(served))
 
     return predict

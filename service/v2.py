@@ -10,12 +10,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import __version__
-from service.binary import HEADER, encode_tensor, parameters_of, split_body, take_binary_inputs
+from service.binary import HEADER, encode_tensor, flag_of, split_body, take_binary_inputs
 from service.errors import BadRequest, NotReady
 from service.executor import Float32Array, Outputs
 from service.hotpath import Handler
-from service.http import json_response, model_headers, parse_json_object, read_body
-from service.inference import Inference
+from service.http import BodyReader, json_response, model_headers, parse_json_object
+from service.inference import Admission, Inference
 from service.inputs import rows_from_bytes, rows_from_flat
 from service.loader import ServedModel
 from service.metadata import model_parameters
@@ -74,16 +74,31 @@ V2_INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{versio
 
 
 def v2_infer_handler(inference: Inference) -> Handler:
-    limit = inference.settings.max_body_bytes
+    settings = inference.settings
+    reader = BodyReader(settings.max_body_bytes, settings.body_timeout_s, inference.metrics)
 
     async def infer(request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
-        json_part, binary = split_body(await read_body(request, limit), request.headers.get(HEADER))
+        raw = await reader.read(request)
+        json_part, binary = split_body(raw, request.headers.get(HEADER))
         body = parse_json_object(json_part)
-        served, outputs = await inference.predict("v2", name, version, lambda model: _input_rows(body, binary, model))
+        admission = Admission(len(raw), _declared_rows(body))
+        served, outputs = await inference.predict(
+            "v2", name, version, lambda model: _input_rows(body, binary, model), admission
+        )
         return _infer_response(body, served, outputs)
 
     return infer
+
+
+def _declared_rows(body: dict[str, Any]) -> int | None:
+    """shape[0] of the one input, when the request is well formed enough to say (decoding checks the rest)."""
+    tensors = body.get("inputs")
+    if isinstance(tensors, list) and len(tensors) == 1 and isinstance(tensors[0], dict):
+        shape = tensors[0].get("shape")
+        if isinstance(shape, list) and shape and type(shape[0]) is int and shape[0] > 0:
+            return shape[0]
+    return None
 
 
 def _readiness(found: ServedModel | NotServing) -> Response:
@@ -129,12 +144,12 @@ def _input_rows(body: dict[str, Any], binary: bytes, served: ServedModel) -> Flo
         return rows_from_bytes(raw, datatype, tuple(shape), served.manifest.input.shape, what)
     if datatype not in {"FP32", "FP64", "INT32", "INT64"}:
         raise BadRequest(f"{what}: datatype {datatype!r} is not supported; use FP32")
-    return rows_from_flat(tensor.get("data"), tuple(shape), served.manifest.input.shape, what)
+    return rows_from_flat(tensor.get("data"), tuple(shape), served.manifest.input.shape, what, datatype)
 
 
 def _requested_outputs(body: dict[str, Any]) -> dict[str, bool]:
     """Output name -> whether to send it as binary data."""
-    default_binary = bool(parameters_of(body, "request").get("binary_data_output", False))
+    default_binary = flag_of(body, "request", "binary_data_output", False)
     requested = body.get("outputs")
     if requested is None:
         return dict.fromkeys(OUTPUTS, default_binary)
@@ -145,7 +160,7 @@ def _requested_outputs(body: dict[str, Any]) -> dict[str, bool]:
         name = output.get("name")
         if name not in OUTPUTS:
             raise BadRequest(f"unknown output {name!r}; the model's outputs are {list(OUTPUTS)}")
-        chosen[str(name)] = bool(parameters_of(output, f"output {name!r}").get("binary_data", default_binary))
+        chosen[str(name)] = flag_of(output, f"output {name!r}", "binary_data", default_binary)
     return chosen
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from service.batcher import Batcher
+from service.batcher import Batcher, fair_shares
 from service.errors import NotReady, Overloaded, PayloadTooLarge, RequestTimeout
 from service.executor import EagerExecutor
 from service.metrics import Metrics
@@ -36,13 +37,18 @@ class GatedModel(nn.Module):
         return x[:, :2] * 1.0
 
 
-@pytest.fixture
-def gated() -> Iterator[tuple[GatedModel, Batcher]]:
+def gated_batcher(max_queue_rows: int, **options: Any) -> tuple[GatedModel, Batcher]:
     model = GatedModel()
     # Not traced: a trace would record the tensor ops only, not the gate.
     executor = EagerExecutor(model, (4,), 2, chunk_rows=4)
-    batcher = Batcher(executor, ("gated", "1"), Metrics(4), max_queue_rows=10, audit_fraction=0.0)
+    batcher = Batcher(executor, ("gated", "1"), Metrics(4), max_queue_rows=max_queue_rows, **options)
     batcher.start()
+    return model, batcher
+
+
+@pytest.fixture
+def gated() -> Iterator[tuple[GatedModel, Batcher]]:
+    model, batcher = gated_batcher(10)
     yield model, batcher
     model.gate.set()
     batcher.stop()
@@ -71,10 +77,13 @@ def test_requests_share_chunks_and_get_their_own_rows_back(gated: tuple[GatedMod
     assert logits[0].tolist() == [[100.0, -100.0]]
     for i, got in enumerate(logits[1:]):
         assert got.tolist() == rows(200 + 10 * i, 3)[:, :2].tolist()
-    # Every forward ran on exactly C = 4 rows; 1 + 9 rows -> chunks of 1 | 4 | 4 | 1 (a request spans chunks).
+    # Every forward ran on exactly C = 4 rows; 1 + 9 rows -> chunks of 1 | 4 | 4 | 1 (a request spans chunks),
+    # each chunk shared fairly: one row per waiting request, the rest in queue order.
     assert [tuple(chunk.shape) for chunk in model.chunks] == [(4, 4)] * 4
     assert [int((chunk[:, 0] != 0).sum()) for chunk in model.chunks] == [1, 4, 4, 1]
-    assert model.chunks[1][:, 0].tolist() == [200.0, 201.0, 202.0, 210.0]
+    assert model.chunks[1][:, 0].tolist() == [200.0, 201.0, 210.0, 220.0]
+    assert model.chunks[2][:, 0].tolist() == [202.0, 211.0, 212.0, 221.0]
+    assert model.chunks[3][:, 0].tolist() == [222.0, 0.0, 0.0, 0.0]
 
 
 def test_full_queue_answers_overloaded_and_recovers(gated: tuple[GatedModel, Batcher]) -> None:
@@ -157,3 +166,95 @@ def test_drain_answers_queued_and_computing_requests_then_stops(gated: tuple[Gat
     assert logits[2].tolist() == rows(210, 3)[:, :2].tolist()
     assert stopped is True
     assert refusal == "this model version is being unloaded; retry to reach the version now served"
+
+
+# ------------------------------------------------------------------------- fairness (issue 11, defect 5)
+
+
+def test_fair_shares_split_a_chunk_equally_and_give_leftovers_in_queue_order() -> None:
+    assert fair_shares([8192, 8192, 8192, 8192, 1], 32) == [8, 8, 8, 7, 1]
+    assert fair_shares([1, 2, 3], 32) == [1, 2, 3]
+    assert fair_shares([100, 3], 32) == [29, 3]
+    assert fair_shares([5, 5, 5], 2) == [1, 1, 0]
+    assert fair_shares([], 4) == []
+
+
+def test_a_small_request_runs_in_the_next_chunk_beside_a_large_one() -> None:
+    model, batcher = gated_batcher(100)
+
+    async def scenario() -> tuple[np.ndarray, np.ndarray]:
+        first = asyncio.create_task(batcher.submit(rows(1, 1), 5))
+        await asyncio.to_thread(model.entered.acquire)  # compute thread holds request 1
+        large = asyncio.create_task(batcher.submit(rows(100, 16), 5))
+        await asyncio.sleep(0.01)
+        small = asyncio.create_task(batcher.submit(rows(900, 1), 5))
+        await asyncio.sleep(0.01)
+        model.gate.set()
+        await first
+        return (await large).logits, (await small).logits
+
+    try:
+        large, small = asyncio.run(scenario())
+    finally:
+        model.gate.set()
+        batcher.stop()
+    assert large.tolist() == rows(100, 16)[:, :2].tolist()
+    assert small.tolist() == [[900.0, -900.0]]
+    assert [tuple(chunk.shape) for chunk in model.chunks] == [(4, 4)] * 6  # 1 | 3+1 | 4 | 4 | 4 | 1
+    # Strictly first-in-first-out, row 900 would wait for all 16 rows of the large request (chunk 5).
+    assert model.chunks[1][:, 0].tolist() == [100.0, 101.0, 102.0, 900.0]
+
+
+def test_chunks_go_round_robin_when_more_requests_wait_than_a_chunk_holds() -> None:
+    model, batcher = gated_batcher(100)
+
+    async def scenario() -> list[np.ndarray]:
+        first = asyncio.create_task(batcher.submit(rows(1, 1), 5))
+        await asyncio.to_thread(model.entered.acquire)
+        waiting = []
+        for index in range(6):  # requests A..F of 3 rows each: rows 100.., 200.., ..., 600..
+            waiting.append(asyncio.create_task(batcher.submit(rows(100 * (index + 1), 3), 5)))
+            await asyncio.sleep(0.005)
+        model.gate.set()
+        await first
+        return [(await task).logits for task in waiting]
+
+    try:
+        answers = asyncio.run(scenario())
+    finally:
+        model.gate.set()
+        batcher.stop()
+    for index, logits in enumerate(answers):
+        assert logits.tolist() == rows(100 * (index + 1), 3)[:, :2].tolist()
+    # At most C = 4 requests share a chunk; E and F, left out of the first, lead the second.
+    assert model.chunks[1][:, 0].tolist() == [100.0, 200.0, 300.0, 400.0]
+    assert model.chunks[2][:, 0].tolist() == [500.0, 600.0, 101.0, 201.0]
+    assert model.chunks[3][:, 0].tolist() == [301.0, 401.0, 501.0, 601.0]
+
+
+# ------------------------------------------------------------- a compute thread that dies (defect 3)
+
+
+def test_a_dead_compute_thread_fails_waiting_requests_reports_and_refuses_new_ones() -> None:
+    failures: list[str] = []
+    # An infinite fill wait is what `--max-queue-delay-ms inf` once gave it: OverflowError in Condition.wait.
+    model, batcher = gated_batcher(100, max_queue_delay_s=float("inf"), on_failure=failures.append)
+    model.gate.set()
+    reason = "compute thread died: OverflowError: timestamp out of range for platform time_t"
+
+    async def scenario() -> None:
+        with pytest.raises(NotReady) as answer:
+            await batcher.submit(rows(1, 2), 5)  # 503 at once, not a 504 after the timeout
+        assert answer.value.message == f"model 'gated' version 1 is not served: {reason}"
+        with pytest.raises(NotReady):
+            await batcher.submit(rows(1, 2), 5)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        batcher.stop()
+    assert failures == [reason]
+    assert batcher.failure == reason
+    assert batcher.queued_rows == 0
+    metrics_text = batcher._metrics.render().decode()
+    assert 'invariant_compute_thread_failures_total{model="gated",version="1"} 1.0' in metrics_text

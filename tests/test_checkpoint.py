@@ -96,6 +96,13 @@ def test_round_trip_restores_every_tensor_and_the_eval_outputs_bit_for_bit(
         assert torch.equal(model(x), loaded(x))
 
 
+def test_published_files_are_readable_like_their_directory(tmp_path: Path) -> None:
+    """A server running as another user (docker) reads the version; nothing is writable but by the owner."""
+    version_dir = save(tmp_path)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in (version_dir, *version_dir.iterdir())}
+    assert modes == {"1": 0o755, "model.safetensors": 0o644, "manifest.json": 0o644}
+
+
 def test_versions_count_up_and_never_overwrite(tmp_path: Path) -> None:
     first = save(tmp_path, seed=0)
     first_bytes = (first / "model.safetensors").read_bytes(), (first / "manifest.json").read_bytes()

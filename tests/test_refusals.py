@@ -139,6 +139,16 @@ def unknown_format_version(version_dir: Path) -> str:
     return "unknown manifest format_version 99 (this server reads 1)"
 
 
+def remove_the_weights(version_dir: Path) -> str:
+    (version_dir / WEIGHTS).unlink()
+    return f"missing weights file {WEIGHTS}"
+
+
+def truncate_the_manifest(version_dir: Path) -> str:
+    (version_dir / MANIFEST).write_text('{"name": ')
+    return f"unreadable manifest {MANIFEST}: Expecting value: line 1 column 10 (char 9)"
+
+
 DOCTORS: dict[str, Callable[[Path], str]] = {
     "checksum": flip_a_weights_byte,
     "missing-stats": drop_running_statistics,
@@ -147,6 +157,8 @@ DOCTORS: dict[str, Callable[[Path], str]] = {
     "never-updated": never_updated_statistics,
     "inf-weight": infinite_linear_weight,
     "format-99": unknown_format_version,
+    "no-weights": remove_the_weights,
+    "broken-manifest": truncate_the_manifest,
 }
 
 
@@ -154,6 +166,7 @@ DOCTORS: dict[str, Callable[[Path], str]] = {
 class Refusals:
     server: RunningServer
     reasons: dict[str, str]  # doctored model name -> the exact reason
+    repository: Path
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +177,7 @@ def refusals(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Refusals]:
     rewrite_weights(copy_version(good, repository, "resaved"), lambda state: state)
     reasons = {name: doctor(copy_version(good, repository, name)) for name, doctor in DOCTORS.items()}
     running = start_server(repository, tmp_path_factory.mktemp("logs"))
-    yield Refusals(running, reasons)
+    yield Refusals(running, reasons, repository)
     stop_server(running)
 
 
@@ -242,3 +255,16 @@ def test_refusals_are_expected_failures_not_crashes(refusals: Refusals) -> None:
     assert log.count(" REFUSED: ") == len(DOCTORS)
     assert "Traceback" not in log
     assert "internal error while loading" not in log
+
+
+def test_no_answer_names_a_server_path(refusals: Refusals, http: httpx.Client) -> None:
+    """Clients get the model's name and the reason, never the server's file layout (issue 11, defect 11)."""
+    root = str(refusals.repository.resolve().parent)
+    for name in DOCTORS:
+        for answer in (
+            http.get(f"/v2/models/{name}/ready"),
+            http.get(f"/v2/models/{name}"),
+            http.post(f"/v1/models/{name}:predict", json={"instances": [ROW]}),
+        ):
+            assert answer.status_code in (200, 503)
+            assert root not in answer.text, answer.text
