@@ -1,4 +1,7 @@
-"""The one checkpoint format: `<repository>/<name>/<version>/{model.safetensors, manifest.json}`.
+"""The one checkpoint format: `<repository>/<name>/<version>/{model.safetensors, manifest.json, ...}`.
+
+Besides the weights and the manifest a version may hold files for people (training writes `curves.png`);
+the manifest's `artifacts` names them by role, e.g. {"curves": "curves.png"}. The server never reads them.
 
 Weights are safetensors (never pickle); the architecture is JSON data that `build_model` turns back into
 code from this package. Versions are integers, written atomically (temporary directory, then rename) and
@@ -14,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +54,7 @@ class Manifest:
     epochs: tuple[dict[str, float], ...] = ()
     final_metrics: dict[str, float] = field(default_factory=dict)
     weights_sha256: str = ""
+    artifacts: dict[str, str] = field(default_factory=dict)  # role -> file name in the version directory
     torch_version: str = torch.__version__
     created_at: str = ""
     format_version: int = FORMAT_VERSION
@@ -67,6 +72,7 @@ class Manifest:
             "epochs": list(self.epochs),
             "final_metrics": self.final_metrics,
             "weights_sha256": self.weights_sha256,
+            "artifacts": self.artifacts,
             "torch_version": self.torch_version,
         }
 
@@ -92,6 +98,7 @@ class Manifest:
                 epochs=tuple(data.get("epochs", ())),
                 final_metrics=dict(data.get("final_metrics", {})),
                 weights_sha256=str(data["weights_sha256"]),
+                artifacts={str(role): str(file) for role, file in data.get("artifacts", {}).items()},
                 torch_version=str(data.get("torch_version", "")),
                 created_at=str(data.get("created_at", "")),
             )
@@ -170,13 +177,19 @@ def list_model_names(repository: Path) -> list[str]:
     return [name for name in list_model_dirs(repository) if list_versions(repository, name)]
 
 
-def save_checkpoint(repository: Path, model: nn.Module, manifest: Manifest) -> Path:
+def save_checkpoint(
+    repository: Path, model: nn.Module, manifest: Manifest, artifacts: Mapping[str, bytes] | None = None
+) -> Path:
     """Write `model` as the next version of `manifest.name`; returns the version directory.
 
-    `manifest.version`, `weights_sha256` and `created_at` are filled in here.
+    `artifacts` maps file names to contents written beside the weights, in the same atomic rename; the
+    manifest must name each of them in its `artifacts`. `manifest.version`, `weights_sha256` and
+    `created_at` are filled in here.
     """
     if not NAME_PATTERN.match(manifest.name):
         raise CheckpointError(f"invalid model name {manifest.name!r}: use letters, digits, '_', '.', '-'")
+    artifacts = dict(artifacts or {})
+    _check_artifacts(manifest, artifacts)
     model_dir = Path(repository) / manifest.name
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {key: tensor.detach().cpu().contiguous() for key, tensor in model.state_dict().items()}
@@ -188,10 +201,22 @@ def save_checkpoint(repository: Path, model: nn.Module, manifest: Manifest) -> P
         save_file(state, str(weights_path))
         weights_path.chmod(0o644)  # safetensors writes 0600; readable like its 0755 directory
         _fsync(weights_path)
+        for file_name, content in artifacts.items():
+            (staging / file_name).write_bytes(content)
+            _fsync(staging / file_name)
         sha = sha256_of(weights_path)
         return _publish(staging, model_dir, manifest, sha)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_artifacts(manifest: Manifest, artifacts: dict[str, bytes]) -> None:
+    named = sorted(manifest.artifacts.values())
+    if named != sorted(artifacts):
+        raise CheckpointError(f"manifest artifacts {named} do not match the files given {sorted(artifacts)}")
+    for file_name in artifacts:
+        if not NAME_PATTERN.match(file_name) or file_name in {WEIGHTS_FILE, MANIFEST_FILE}:
+            raise CheckpointError(f"invalid artifact file name {file_name!r}")
 
 
 def _publish(staging: Path, model_dir: Path, manifest: Manifest, sha: str) -> Path:

@@ -31,7 +31,7 @@ from models.config import config_from_dict
 from training import options
 from training.cli import main
 from training.data import load_dataset, split_dataset, standardization_stats
-from training.loop import batch_indices
+from training.loop import rank_batches
 
 # The command; the mlp test adds `--arch mlp --hidden 256,256`, the cnn test `--arch cnn` (channels
 # default to 32,64).
@@ -48,7 +48,7 @@ def test_module_writes_version_1_then_2_and_never_touches_1(repository: Path) ->
     first = run_module(*FAST, "--name", "syn", "--repository", str(repository))
     assert first.returncode == 0, first.stderr
     v1 = repository / "syn" / "1"
-    assert sorted(path.name for path in v1.iterdir()) == ["manifest.json", "model.safetensors"]
+    assert sorted(path.name for path in v1.iterdir()) == ["curves.png", "manifest.json", "model.safetensors"]
     header = ["epoch", "train", "loss", "train", "acc", "val", "loss", "val", "acc", "seconds"]
     assert first.stdout.splitlines()[0].split() == header
     assert first.stdout.splitlines()[-1] == f"checkpoint: {v1}"
@@ -133,7 +133,7 @@ def test_safetensors_holds_updated_running_statistics_of_every_batchnorm(reposit
     layers = batchnorm_layers(build_model(config_from_dict(manifest_json(version)["architecture"])))
     assert len(layers) == 2
     # 384 training rows in batches of 64: 6 steps per epoch, 2 epochs.
-    steps = 2 * len(batch_indices(384, 64, torch.Generator()))
+    steps = 2 * len(rank_batches(384, 64, seed=0, epoch=1))
     assert steps == 12
     for name in layers:
         assert saved[f"{name}.num_batches_tracked"].item() == steps

@@ -12,8 +12,9 @@ from training_helpers import good_csv_text, write_csv
 
 from models.architectures import Standardize
 from training.data import Dataset, encode_labels, load_dataset, split_dataset, standardization_stats
+from training.distributed import World
 from training.errors import InputError
-from training.loop import batch_indices
+from training.loop import rank_batches
 
 
 def test_digits_mlp_reads_64_features_with_pixel_names() -> None:
@@ -167,6 +168,20 @@ def test_standardization_per_channel_for_images() -> None:
     ("count", "sizes"), [(128, [64, 64]), (129, [64, 65]), (130, [64, 64, 2]), (1, [1]), (63, [63])]
 )
 def test_batches_cover_all_rows_and_never_leave_one_row_alone(count: int, sizes: list[int]) -> None:
-    batches = batch_indices(count, 64, torch.Generator().manual_seed(0))
+    batches = rank_batches(count, 64, seed=0, epoch=1)
     assert [len(batch) for batch in batches] == sizes
     assert sorted(torch.cat(batches).tolist()) == list(range(count))
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 4])
+def test_ranks_together_see_the_single_process_global_batches(world_size: int) -> None:
+    # 384 rows (a multiple of every world size here, so DistributedSampler pads nothing), global batch 96.
+    single = rank_batches(384, 96, seed=7, epoch=3)
+    per_rank = [
+        rank_batches(384, 96, 7, 3, World(rank, world_size, "gloo", torch.device("cpu"))) for rank in range(world_size)
+    ]
+    assert all(len(batches) == len(single) == 4 for batches in per_rank)
+    for step, global_batch in enumerate(single):
+        together = torch.cat([batches[step] for batches in per_rank])
+        assert sorted(together.tolist()) == sorted(global_batch.tolist())
+    assert not torch.equal(single[0], rank_batches(384, 96, seed=7, epoch=4)[0])  # a new shuffle each epoch

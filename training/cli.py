@@ -38,6 +38,8 @@ weight matrices and conv kernels (not biases or norm parameters):
 {_kind("adamw")}
 
 same seed and data on the same machine give bitwise identical weights (1 thread, deterministic algorithms).
+distributed: torchrun --standalone --nproc-per-node W -m training ARGS (gloo on CPU, nccl on GPU); every rank
+trains on its share of each global batch, rank 0 alone writes the checkpoint (plain BatchNorm, same format).
 exit codes: 0 version written; 2 bad input (nothing written); 1 run failed (nothing written).
 """
 
@@ -96,8 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="sgd: coupled (eq. 6), adamw: decoupled; see below (default: 5e-4)",
     )
     optim.add_argument("--epochs", type=int, metavar="N", default=20, help="(default: 20)")
-    optim.add_argument("--batch-size", type=int, metavar="N", default=64, help="(default: 64)")
+    optim.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        default=64,
+        help="the global batch: rows per optimizer step over all processes together; under torchrun each "
+        "of the W ranks takes N/W of them (N a multiple of W), so a run gives the same batches whatever W is "
+        "(default: 64)",
+    )
     optim.add_argument("--seed", type=int, metavar="N", default=0, help="(default: 0)")
+    dist = parser.add_argument_group("distributed (torchrun --nproc-per-node W -m training ...)")
+    dist.add_argument(
+        "--sync-bn",
+        action=argparse.BooleanOptionalAction,
+        help="BatchNorm normalizes with, and keeps running statistics of, the global batch of all ranks "
+        "(SyncBatchNorm); the checkpoint holds plain BatchNorm either way (default: on when W > 1 and --norm "
+        "batch)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--name", help="model name (default: digits, synthetic or the CSV file's stem)")
     output.add_argument(
@@ -131,8 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc, 2)
     except TrainingFailed as exc:
         return _fail(exc, 1)
-    print(summary(result.history))
-    print(f"checkpoint: {result.version_dir}")
+    if result is not None:  # None: a torchrun rank other than 0, which writes nothing
+        print(summary(result.history))
+        print(f"checkpoint: {result.version_dir}")
     return 0
 
 

@@ -39,11 +39,23 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def to(self, device: torch.device) -> Dataset:
+        """The same rows on `device` (self when they are there already)."""
+        if self.features.device == device:
+            return self
+        return Dataset(self.features.to(device), self.labels.to(device), *self._names())
+
+    def _names(self) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+        return self.feature_names, self.class_labels, self.source
+
 
 @dataclass(frozen=True)
 class Split:
     train: Dataset
     val: Dataset
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.train.to(device), self.val.to(device))
 
 
 def load_dataset(data: str, arch: str, label_column: str | None = None) -> Dataset:

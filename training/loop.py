@@ -11,9 +11,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs in the lock files
 
 from training.data import Dataset, Split
+from training.distributed import SINGLE, World
 from training.errors import TrainingFailed
 
 # One thread: on a 2-core machine shared with other work, a second thread made the MLP 5-20x slower, and a
@@ -72,14 +74,38 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def batch_indices(count: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """A fresh shuffle of range(count) cut into batches of `batch_size` rows.
+class _Rows(torch.utils.data.Dataset[int]):
+    """Row indices 0..count-1: all DistributedSampler needs to know of the training split is its length."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+def rank_batches(count: int, batch_size: int, seed: int, epoch: int, world: World = SINGLE) -> list[torch.Tensor]:
+    """This rank's batches of one epoch: `batch_size` is the global batch, `batch_size // world.size` per rank.
+
+    DistributedSampler shuffles range(count) with a generator seeded `seed + epoch` (the same permutation on
+    every rank), pads it to a multiple of the world size, and gives rank r every world.size-th row from r.
+    Cut into per-rank batches, batch k of all ranks together is rows [k * batch_size, (k + 1) * batch_size)
+    of that permutation: the same global batches a single process sees with the same --batch-size (without
+    padding, i.e. when count is a multiple of the world size).
 
     A last batch of a single row is merged into the one before it: BatchNorm cannot normalize one row in
-    training mode (its batch variance is 0).
+    training mode (its batch variance is 0). Every rank holds the same number of rows, so all ranks take
+    the same number of steps (DDP needs that).
     """
-    order = torch.randperm(count, generator=generator)  # (count,)
-    batches = list(torch.split(order, batch_size))
+    sampler: DistributedSampler[int] = DistributedSampler(
+        _Rows(count), num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed
+    )
+    sampler.set_epoch(epoch)
+    order = torch.tensor(list(sampler), dtype=torch.int64)  # (ceil(count / world.size),)
+    batches = list(torch.split(order, batch_size // world.size))
     if len(batches) > 1 and batches[-1].numel() == 1:
         last = batches.pop()
         batches[-1] = torch.cat([batches[-1], last])
@@ -87,14 +113,17 @@ def batch_indices(count: int, batch_size: int, generator: torch.Generator) -> li
 
 
 def train_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, batches: list[torch.Tensor], data: Dataset, bar: tqdm
-) -> tuple[float, float]:
-    """One pass in training mode; returns (mean loss, accuracy) over the rows seen."""
-    model.train()
+    trained: nn.Module, optimizer: torch.optim.Optimizer, batches: list[torch.Tensor], data: Dataset, bar: tqdm
+) -> tuple[float, int, int]:
+    """One pass of this rank's batches in training mode; returns (loss sum, correct, rows) over its rows.
+
+    `trained` is the model, or its DistributedDataParallel wrapper (which averages gradients over ranks).
+    """
+    trained.train()
     loss_sum, correct, seen = 0.0, 0, 0
     for rows in batches:
         x, y = data.features[rows], data.labels[rows]  # (B, *input_shape), (B,)
-        logits = model(x)  # (B, num_classes)
+        logits = trained(x)  # (B, num_classes)
         loss = nn.functional.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(loss)
@@ -107,7 +136,7 @@ def train_epoch(
         seen += len(rows)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
-    return loss_sum / seen, correct / seen
+    return loss_sum, correct, seen
 
 
 @torch.no_grad()
@@ -130,25 +159,38 @@ def fit(
     split: Split,
     epochs: int,
     batch_size: int,
-    generator: torch.Generator,
+    seed: int,
+    world: World = SINGLE,
     progress: bool = True,
 ) -> list[EpochMetrics]:
-    """Train for `epochs` epochs, validating after each; a progress bar per epoch on stderr."""
+    """Train for `epochs` epochs of global batches of `batch_size` rows, validating after each.
+
+    With several ranks the model is wrapped in DistributedDataParallel (gradients averaged over ranks:
+    each rank's loss is the mean over its batch_size / world.size rows, so the average is the mean over the
+    global batch). Training metrics are summed over all ranks; validation runs on rank 0, whose model is
+    the one written, and its numbers are shared so every rank's history is the same. A progress bar per
+    epoch on stderr, rank 0 only.
+    """
+    trained = nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
     history: list[EpochMetrics] = []
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
-        batches = batch_indices(len(split.train), batch_size, generator)
+        batches = rank_batches(len(split.train), batch_size, seed, epoch, world)
         bar = tqdm(
             total=len(batches),
             desc=f"epoch {epoch}/{epochs}",
             unit="batch",
             file=sys.stderr,
-            disable=not progress,
+            disable=not (progress and world.writes),
             dynamic_ncols=True,
         )
         with bar:
-            train_loss, train_accuracy = train_epoch(model, optimizer, batches, split.train, bar)
-            val_loss, val_accuracy = evaluate(model, split.val)
+            loss_sum, correct, seen = world.sum(
+                list(map(float, train_epoch(trained, optimizer, batches, split.train, bar)))
+            )
+            train_loss, train_accuracy = loss_sum / seen, correct / seen
+            val = evaluate(model, split.val) if world.writes else (0.0, 0.0)
+            val_loss, val_accuracy = world.from_rank0(list(val))
             bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val_acc=f"{val_accuracy:.4f}")
         seconds = time.perf_counter() - started
         history.append(EpochMetrics(epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds))

@@ -8,6 +8,7 @@ bad flag is reported in milliseconds.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,11 +50,13 @@ class TrainOptions:
     weight_decay: float
     bn_momentum: float
     epochs: int
-    batch_size: int
+    batch_size: int  # the global batch: all ranks together (batch_size // world_size rows per rank)
     val_fraction: float
     seed: int
     name: str
     repository: Path
+    world_size: int  # processes training together: WORLD_SIZE from torchrun, else 1
+    sync_bn: bool  # BatchNorm statistics of the global batch (SyncBatchNorm); only with --norm batch
 
     def to_json(self) -> dict[str, Any]:
         values = asdict(self)
@@ -81,6 +84,7 @@ def resolve_options(raw: dict[str, Any]) -> TrainOptions:
     data = str(raw["data"])
     _check_combinations(raw, data, arch, norm, optimizer)
     hidden = parse_hidden(raw["hidden"]) if raw["hidden"] is not None else ARCHITECTURES[arch].default_widths
+    world_size = launch_world_size()
     return TrainOptions(
         data=data,
         label_column=raw["label_column"],
@@ -94,12 +98,42 @@ def resolve_options(raw: dict[str, Any]) -> TrainOptions:
         weight_decay=_non_negative("--weight-decay", raw["weight_decay"]),
         bn_momentum=_bn_momentum(raw["bn_momentum"]),
         epochs=_int_at_least("--epochs", raw["epochs"], 1),
-        batch_size=_int_at_least("--batch-size", raw["batch_size"], 2 if norm == "batch" else 1),
+        batch_size=_global_batch_size(raw["batch_size"], world_size, norm),
         val_fraction=_in_range("--val-fraction", raw["val_fraction"], 0.0, 1.0, low_open=True),
         seed=_seed(raw["seed"]),
         name=_name(raw["name"], data),
         repository=_repository(raw["repository"]),
+        world_size=world_size,
+        sync_bn=_sync_bn(raw.get("sync_bn"), norm, world_size),
     )
+
+
+def launch_world_size() -> int:
+    """How many processes train together: torchrun sets WORLD_SIZE for every rank; 1 without torchrun."""
+    text = os.environ.get("WORLD_SIZE", "1")
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+        raise InputError(f"environment WORLD_SIZE must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def _global_batch_size(value: int, world_size: int, norm: Norm) -> int:
+    # Each rank takes batch_size / world_size rows per step; BatchNorm cannot normalize one row in training
+    # mode (per rank without SyncBatchNorm), so --norm batch needs at least 2 rows on every rank.
+    per_rank_minimum = 2 if norm == "batch" else 1
+    batch_size = _int_at_least("--batch-size", value, per_rank_minimum * world_size)
+    if batch_size % world_size:
+        raise InputError(
+            f"--batch-size is the global batch and must be a multiple of the {world_size} processes, got {value}"
+        )
+    return batch_size
+
+
+def _sync_bn(value: bool | None, norm: Norm, world_size: int) -> bool:
+    if value and norm != "batch":
+        raise InputError(f"--sync-bn applies only to --norm batch, not --norm {norm}")
+    if value is None:
+        return norm == "batch" and world_size > 1
+    return value
 
 
 def _check_combinations(raw: dict[str, Any], data: str, arch: str, norm: Norm, optimizer: str) -> None:

@@ -1,32 +1,110 @@
-"""The end-of-run summary table printed to stdout."""
+"""The per-epoch summary table, and `python -m training.report`: a checkpoint's table and curves again.
+
+    python -m training.report REPO/NAME[/VERSION] [REPO/NAME[/VERSION]] [--out FILE.png]
+
+One checkpoint: its summary table and its curves. Two: both tables and one figure comparing them. NAME
+without a version means its latest version. The figure goes to --out (default: ./NAME-vN-curves.png, or
+./NAME-vA-vs-NAME-vB-curves.png): published versions are never modified, their own curves.png included.
+Exit codes: 0 written; 2 bad input (one line on stderr).
+"""
 
 from __future__ import annotations
 
-from training.loop import EpochMetrics
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from training.errors import InputError
 
 _HEADER = ("epoch", "train loss", "train acc", "val loss", "val acc", "seconds")
+PROG = "python -m training.report"
 
 
-def summary(history: list[EpochMetrics]) -> str:
-    """One row per epoch, then the final row repeated as `final`, in fixed-width columns."""
-    rows = [_row(str(metrics.epoch), metrics) for metrics in history]
-    rows.append(_row("final", history[-1]))
+def summary(history: Sequence[Any]) -> str:
+    """One row per epoch, then the final row repeated as `final`, in fixed-width columns.
+
+    `history` holds EpochMetrics or the manifest's epoch records (dicts with the same keys).
+    """
+    records = [_as_record(metrics) for metrics in history]
+    rows = [_row(str(record["epoch"]), record) for record in records]
+    rows.append(_row("final", records[-1]))
     widths = [max(len(row[column]) for row in [_HEADER, *rows]) for column in range(len(_HEADER))]
     lines = [_line(_HEADER, widths), _line(tuple("-" * width for width in widths), widths)]
     lines += [_line(row, widths) for row in rows]
     return "\n".join(lines)
 
 
-def _row(label: str, metrics: EpochMetrics) -> tuple[str, ...]:
+def _as_record(metrics: Any) -> Mapping[str, Any]:
+    return metrics if isinstance(metrics, Mapping) else metrics.to_json()
+
+
+def _row(label: str, record: Mapping[str, Any]) -> tuple[str, ...]:
     return (
         label,
-        f"{metrics.train_loss:.4f}",
-        f"{metrics.train_accuracy:.4f}",
-        f"{metrics.val_loss:.4f}",
-        f"{metrics.val_accuracy:.4f}",
-        f"{metrics.seconds:.2f}",
+        f"{record['train_loss']:.4f}",
+        f"{record['train_accuracy']:.4f}",
+        f"{record['val_loss']:.4f}",
+        f"{record['val_accuracy']:.4f}",
+        f"{record['seconds']:.2f}",
     )
 
 
 def _line(cells: tuple[str, ...], widths: list[int]) -> str:
     return "  ".join(cell.rjust(width) for cell, width in zip(cells, widths, strict=True))
+
+
+def version_dir_of(target: str) -> Path:
+    """REPO/NAME/VERSION as given, or REPO/NAME's latest version; InputError naming what is missing."""
+    from models.checkpoint import MANIFEST_FILE, list_versions
+
+    path = Path(target)
+    if (path / MANIFEST_FILE).is_file():
+        return path
+    versions = list_versions(path.parent, path.name)
+    if not versions:
+        raise InputError(f"{target} is neither a version directory (no {MANIFEST_FILE}) nor a model with versions")
+    return path / str(versions[-1])
+
+
+def report(targets: Sequence[str], out: Path | None) -> str:
+    """The text to print; writes the figure to `out` (or the default name in the current directory)."""
+    from models.checkpoint import CheckpointError, read_manifest
+    from training.curves import curves_png, curves_title
+
+    try:
+        manifests = [read_manifest(version_dir_of(target)) for target in targets]
+    except CheckpointError as exc:
+        raise InputError(str(exc)) from None
+    labels = [f"{manifest.name}-v{manifest.version}" for manifest in manifests]
+    blocks = [f"{curves_title(manifest)}\n{summary(manifest.epochs)}" for manifest in manifests]
+    runs = {label: manifest.epochs for label, manifest in zip(labels, manifests, strict=True)}
+    title = curves_title(manifests[0]) if len(manifests) == 1 else " vs ".join(labels)
+    figure_path = out or Path(f"{'-vs-'.join(labels)}-curves.png")
+    try:
+        figure_path.write_bytes(curves_png(runs if len(runs) > 1 else {"": manifests[0].epochs}, title))
+    except OSError as exc:
+        raise InputError(f"cannot write {figure_path}: {exc.strerror or exc}") from None
+    return "\n\n".join(blocks) + f"\n\nfigure: {figure_path}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoints", nargs="+", metavar="REPO/NAME[/VERSION]", help="one, or two to compare")
+    parser.add_argument("--out", type=Path, metavar="FILE.png", help="where the figure goes")
+    arguments = parser.parse_args(argv)
+    if len(arguments.checkpoints) > 2:
+        parser.error("give one checkpoint, or two to compare")
+    try:
+        print(report(arguments.checkpoints, arguments.out))
+    except InputError as exc:
+        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,10 +13,13 @@ from torch import nn
 from models.architectures import build_model
 from models.checkpoint import CheckpointError, Manifest, read_manifest, save_checkpoint
 from models.config import ARCHITECTURES, ArchConfig, Common, InputSpec
+from training.curves import CURVES_FILE, curves_png, curves_title
 from training.data import Dataset, Split, load_dataset, split_dataset, standardization_stats
+from training.distributed import World, process_group
 from training.errors import InputError, TrainingFailed
 from training.loop import TRAIN_THREADS, EpochMetrics, build_optimizer, fit, pinned_numerics
 from training.options import WEIGHT_DECAY_KIND, TrainOptions
+from training.sync_batchnorm import convert_to_sync_batchnorm
 
 
 @dataclass(frozen=True)
@@ -26,32 +29,72 @@ class RunResult:
     history: list[EpochMetrics]
 
 
-def run_training(options: TrainOptions, progress: bool = True) -> RunResult:
+def run_training(options: TrainOptions, progress: bool = True) -> RunResult | None:
     """Train as `options` says and write the next version; raises InputError or TrainingFailed.
 
     Everything that can be wrong with the input is checked before the first write, so a failed run leaves
-    no version directory.
+    no version directory. Under torchrun every rank trains and rank 0 alone writes, once all ranks have
+    finished; the other ranks return None.
     """
     dataset = load_dataset(options.data, options.arch, options.label_column)
     source = data_source(options.data)
     config = architecture(options, dataset)
-    with pinned_numerics():
+    with process_group() as world, pinned_numerics():
+        if world.size != options.world_size:
+            raise TrainingFailed(f"the process group has {world.size} ranks, WORLD_SIZE said {options.world_size}")
         # One seed drives initialization and dropout (global RNG); a separate generator seeded the same
-        # way drives the split and every epoch's shuffle, so nothing else in the process can shift them.
+        # way drives the split (the same on every rank); DistributedSampler shuffles each epoch from it too.
         torch.manual_seed(options.seed)
         generator = torch.Generator().manual_seed(options.seed)
         split = split_dataset(dataset, options.val_fraction, generator)
+        check_rows_per_rank(options, len(split.train))
         model = build_model(config)
         load_standardization(model, split.train.features)
+        if options.sync_bn:
+            convert_to_sync_batchnorm(model)
+        model.to(world.device)
+        split = split.to(world.device)
         optimizer = build_optimizer(model, options.optimizer, options.lr, options.momentum, options.weight_decay)
-        history = fit(model, optimizer, split, options.epochs, options.batch_size, generator, progress)
-    manifest = build_manifest(options, config, dataset, training_record(options, source, split), history)
+        history = fit(model, optimizer, split, options.epochs, options.batch_size, options.seed, world, progress)
+        world.all_finished()
+        if not world.writes:
+            return None
+        written = plain_model(config, model)  # inside: building a model draws from the (forked) global RNG
+    record = training_record(options, source, split) | {"distributed": distributed_record(options, world)}
+    manifest = build_manifest(options, config, dataset, record, history)
+    figure = curves_png({"": manifest.epochs}, curves_title(manifest))
     try:
-        version_dir = save_checkpoint(options.repository, model, manifest)
+        version_dir = save_checkpoint(options.repository, written, manifest, {CURVES_FILE: figure})
     except (CheckpointError, OSError) as exc:
         raise TrainingFailed(f"could not write the checkpoint to {options.repository}: {exc}") from exc
     # save_checkpoint fills in version, sha256 and time; return what a server will read.
     return RunResult(version_dir, read_manifest(version_dir), history)
+
+
+def check_rows_per_rank(options: TrainOptions, train_rows: int) -> None:
+    # BatchNorm in training mode needs 2 rows; each rank holds ceil(train_rows / world_size) of them.
+    per_rank = -(-train_rows // options.world_size)
+    if options.norm == "batch" and per_rank < 2:
+        raise InputError(f"{train_rows} training rows over {options.world_size} processes: fewer than 2 per rank")
+
+
+def plain_model(config: ArchConfig, trained: nn.Module) -> nn.Module:
+    """The architecture as `build_model` makes it (plain BatchNorm, CPU) holding `trained`'s state.
+
+    SyncBatchNorm keeps BatchNorm's parameter and buffer names, so its state loads strictly into BatchNorm:
+    the checkpoint is the same format whether or not training was distributed.
+    """
+    model = build_model(config)
+    model.load_state_dict(trained.state_dict(), strict=True)
+    return model
+
+
+def distributed_record(options: TrainOptions, world: World) -> dict[str, Any]:
+    return world.describe() | {
+        "sync_bn": options.sync_bn,
+        "batch_size": "global (all ranks together)",
+        "rows_per_rank_per_step": options.batch_size // world.size,
+    }
 
 
 def architecture(options: TrainOptions, dataset: Dataset) -> ArchConfig:
@@ -90,6 +133,7 @@ def build_manifest(
             "val_loss": last.val_loss,
             "val_accuracy": last.val_accuracy,
         },
+        artifacts={"curves": CURVES_FILE},
     )
 
 
