@@ -1,55 +1,188 @@
-"""`python -m service` / `invariant-serve`: flags override INVARIANT_* variables, which override defaults."""
+"""`python -m service` / `invariant-serve`: flags override INVARIANT_* variables, which override defaults.
+
+Flags are generated from the fields of `Settings`; a bad value (flag or variable) is one line on stderr naming
+the flag or variable and its allowed values, exit code 2, as the training CLI does.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, NoReturn, Union, get_args, get_origin
 
+import annotated_types
 import uvicorn
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from service.executor_factory import resolve_placement
 from service.settings import Settings
 
+PROG = "invariant-serve"
+USAGE_ERROR = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints the usage and then the message; every error here is one line instead."""
+
+    def error(self, message: str) -> NoReturn:
+        usage_error(message)
+
+
+def usage_error(message: str) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(USAGE_ERROR)
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="invariant-serve",
+    parser = OneLineParser(
+        prog=PROG,
         description="Serve checkpoints so that every prediction is bitwise independent of the request batch. "
-        "Every flag can also be set as an INVARIANT_<NAME> environment variable.",
+        "Every flag can also be set as an INVARIANT_<NAME> environment variable; flags win.",
     )
     for name, field in Settings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
+        choices = _choices(field)
+        default = "unset" if field.default is None else field.default
+        help_text = f"{field.description or ''} ({allowed_values(field)}; default: {default})"
         if field.annotation is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=field.description)
+            parser.add_argument(flag_of(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            parser.add_argument(flag, default=None, help=f"{field.description or name} (default: {field.default})")
+            parser.add_argument(flag_of(name), default=None, choices=choices, help=help_text)
     return parser
 
 
-def main(argv: list[str] | None = None, app_factory: str = "service.app:app_from_environment") -> None:
-    """`app_factory`: the import string uvicorn builds each worker's app from (the bench passes its own)."""
+def _alternatives(field: FieldInfo) -> list[tuple[Any, list[Any]]]:
+    """(type, constraints) for each non-None alternative of the field's annotation, e.g. `int | None` with
+    bounds inside `Annotated[int, Field(ge=1)]` -> [(int, [Ge(1)])]."""
+    annotation = field.annotation
+    members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    found = []
+    for member in members:
+        if member is type(None):
+            continue
+        constraints = list(field.metadata)
+        if hasattr(member, "__metadata__"):  # Annotated[...]: its own FieldInfo carries the bounds
+            constraints += [c for info in member.__metadata__ for c in getattr(info, "metadata", [info])]
+            found.append((get_args(member)[0], constraints))
+        else:
+            found.append((member, constraints))
+    return found
+
+
+def _choices(field: FieldInfo) -> list[str] | None:
+    literal = [member for member, _ in _alternatives(field) if get_origin(member) is Literal]
+    return [str(value) for value in get_args(literal[0])] if len(literal) == 1 else None
+
+
+def allowed_values(field: FieldInfo) -> str:
+    """What a value of this field may be, in words: 'one of cpu, cuda, auto', 'an integer from 1 to 4096'."""
+    words = [_describe(member, constraints) for member, constraints in _alternatives(field)]
+    return " or ".join(words)
+
+
+def _describe(kind: Any, constraints: list[Any]) -> str:
+    if get_origin(kind) is Literal:
+        return "one of " + ", ".join(str(value) for value in get_args(kind))
+    noun = {int: "an integer", float: "a number", Path: "a directory path", bool: "true or false"}.get(kind, "text")
+    bounds = {type(c).__name__: getattr(c, type(c).__name__.lower()) for c in constraints if _is_bound(c)}
+    if "Ge" in bounds and "Le" in bounds:
+        return f"{noun} from {bounds['Ge']:g} to {bounds['Le']:g}"
+    symbols = {"Ge": ">=", "Gt": ">", "Le": "<=", "Lt": "<"}
+    limits = [f"{symbols[kind_]} {value:g}" for kind_, value in bounds.items()]
+    return f"{noun} {' and '.join(limits)}" if limits else noun
+
+
+def _is_bound(constraint: Any) -> bool:
+    return isinstance(constraint, annotated_types.Ge | annotated_types.Gt | annotated_types.Le | annotated_types.Lt)
+
+
+def _settings_error(exc: ValidationError, flags_given: set[str]) -> str:
+    """One line for every invalid value, naming the flag (or the variable it came from) and what is allowed."""
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else ""
+        field = Settings.model_fields.get(name)
+        if field is None:
+            problems.append(error["msg"])
+            continue
+        where = flag_of(name) if name in flags_given else f"INVARIANT_{name.upper()}"
+        if error["type"] == "value_error":  # a validator's own message says what is accepted
+            reason = error.get("ctx", {}).get("error", error["msg"])
+            problems.append(f"{where} {error['input']!r}: {reason}")
+        else:
+            problems.append(f"{where} must be {allowed_values(field)}, got {error['input']!r}")
+    return "; ".join(problems)
+
+
+def load_settings(argv: list[str] | None) -> Settings:
+    """Settings from flags, then INVARIANT_* variables, then defaults; a bad value exits 2 with one line."""
     given = {key: value for key, value in vars(_parser().parse_args(argv)).items() if value is not None}
     # Worker processes rebuild Settings from the environment, so flags travel as INVARIANT_* variables.
     for key, value in given.items():
         os.environ[f"INVARIANT_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     try:
         settings = Settings()
+    except ValidationError as exc:
+        usage_error(_settings_error(exc, set(given)))
+    try:
         resolve_placement(settings.device, settings.dtype)
     except ValueError as exc:
-        raise SystemExit(f"invariant-serve: error: {exc}") from None
-    if settings.workers > 1:
-        # Each worker keeps its own metrics; prometheus-client sums them through files in this folder.
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="invariant-metrics-"))
-    uvicorn.run(
-        app_factory,
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
-    )
+        usage_error(str(exc))
+    _check_repository(settings.repository, "repository" in given)
+    return settings
+
+
+def _check_repository(repository: Path, from_flag: bool) -> None:
+    """A missing folder is a typo, not an empty repository (which a training job may fill later)."""
+    where = "--repository" if from_flag else "INVARIANT_REPOSITORY"
+    if not repository.exists():
+        usage_error(f"{where} {repository}: no such directory (create it, even empty, to serve models added later)")
+    if not repository.is_dir():
+        usage_error(f"{where} {repository}: not a directory")
+
+
+@contextmanager
+def metrics_folder(workers: int) -> Iterator[None]:
+    """With several workers, prometheus-client sums their metrics through files in one folder: this process
+    creates it for its workers and removes it when they have exited (one the user set is left alone)."""
+    if workers == 1 or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="invariant-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def main(argv: list[str] | None = None, app_factory: str = "service.app:app_from_environment") -> None:
+    """`app_factory`: the import string uvicorn builds each worker's app from (the bench passes its own)."""
+    settings = load_settings(argv)
+    with metrics_folder(settings.workers):
+        # With workers, uvicorn's supervisor returns here after SIGTERM/SIGINT and joining them, so the
+        # folder is removed; a single worker never creates one.
+        uvicorn.run(
+            app_factory,
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            access_log=False,
+            loop="uvloop",
+            http="httptools",
+            timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+        )

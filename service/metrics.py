@@ -1,15 +1,23 @@
 """Prometheus series. One `Metrics` per app; with several worker processes, prometheus-client's
-multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by the CLI) aggregates them across processes."""
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by the CLI) aggregates them across processes.
+
+The standard process_* series (CPU seconds, resident memory, open fds, ...) describe one process: with one
+worker they are unlabelled; with several, every worker's appear, labelled `pid` (whichever worker answers
+/metrics reads its siblings' /proc entries)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
 MODEL = ("model", "version")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -23,6 +31,13 @@ class Metrics:
         self.registry = CollectorRegistry()
         # In multiprocess mode the values live in files; registering them here would double count.
         own = None if self._multiprocess else self.registry
+        if not self._multiprocess:
+            ProcessCollector(registry=self.registry)
+        # Set at once, so every worker has a metric file from its start (WorkerProcesses finds it by that).
+        self.worker_processes = Gauge(
+            "invariant_worker_processes", "Live server worker processes", multiprocess_mode="livesum", registry=own
+        )
+        self.worker_processes.set(1)
         # Powers of two cover every C (fixed, per-device default, or calibrated per model); a fixed C too.
         row_buckets = tuple(sorted({2**power for power in range(13)} | ({chunk_rows} if chunk_rows else set())))
         self.requests = Counter(
@@ -112,6 +127,7 @@ class Metrics:
             forget_dead_processes()
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            registry.register(WorkerProcesses(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])))
             return generate_latest(registry)
         return generate_latest(self.registry)
 
@@ -141,3 +157,38 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+_METRIC_FILE = re.compile(r"_(\d+)\.db$")
+
+
+class WorkerProcesses(Collector):
+    """process_* series of every live worker, each sample labelled with its worker's pid.
+
+    Workers are the pids in the metric files' names (`<kind>_<pid>.db`) whose process is alive and shares
+    this worker's parent (the uvicorn supervisor), so an exited worker or a reused pid is not reported.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def worker_pids(self) -> list[int]:
+        named = {int(m.group(1)) for f in self.folder.iterdir() if (m := _METRIC_FILE.search(f.name))}
+        return sorted(pid for pid in named | {os.getpid()} if _parent_of(pid) == os.getppid())
+
+    def collect(self) -> Iterable[Metric]:
+        merged: dict[str, Metric] = {}
+        for pid in self.worker_pids():
+            for family in ProcessCollector(pid=functools.partial(int, pid), registry=None).collect():
+                target = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                for sample in family.samples:
+                    target.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        return list(merged.values())
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:  # exited
+        return None
+    return int(stat.rsplit(b")", 1)[1].split()[1])  # the fields after the command name: state, ppid, ...

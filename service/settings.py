@@ -66,7 +66,9 @@ class Settings(BaseSettings):
         description="Fraction of served rows re-run alone in the background and compared",
     )  # fmt: skip
     self_test_seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the self-test's random probe and co-rows")
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="Server log verbosity (uvicorn and invariant-serve loggers)"
+    )
 
     @field_validator("version_policy")
     @classmethod

@@ -46,18 +46,24 @@ class RunningServer:
 
 
 def start_server(
-    repository: Path, log_dir: Path, *flags: str, wait_ready: bool = True, gate: Gate | None = None
+    repository: Path,
+    log_dir: Path,
+    *flags: str,
+    wait_ready: bool = True,
+    gate: Gate | None = None,
+    env: dict[str, str] | None = None,
 ) -> RunningServer:
     """Start `python -m service` as its own process group; waits for readiness (or liveness). With a gate,
-    the same server through tests/gated_service.py: its CNNs' forward passes wait while the gate is closed."""
+    the same server through tests/gated_service.py: its CNNs' forward passes wait while the gate is closed.
+    `env`: extra environment variables of the server process."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     launcher = [str(ROOT / "tests" / "gated_service.py"), str(gate.directory)] if gate else ["-m", "service"]
     command = [sys.executable, *launcher, "--repository", str(repository), "--port", str(port), *flags]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INVARIANT_")}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("INVARIANT_")} | (env or {})
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
     server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
     _wait(server, "/v2/health/ready" if wait_ready else "/v2/health/live")

@@ -179,6 +179,9 @@ def test_metrics_render_in_prometheus_text_format(gated_server: tuple[RunningSer
         "invariant_self_test_passed",
         "invariant_audit_checks",
         "invariant_audit_mismatches",
+        "invariant_worker_processes",
+        "process_resident_memory_bytes",  # one worker: the standard process series, unlabelled
+        "process_cpu_seconds",
     } <= names
 
 
@@ -194,7 +197,8 @@ def test_two_worker_processes_give_the_same_bits(tmp_path_factory: pytest.TempPa
             expected = client.post("/v1/models/wide:predict", json={"instances": rows}).json()
     finally:
         stop_server(single)
-    multi = start_server(repository, logs, "--workers", "2")
+    temp = tmp_path_factory.mktemp("server-temp")  # the server's TMPDIR: where its metrics folder goes
+    multi = start_server(repository, logs, "--workers", "2", env={"TMPDIR": str(temp)})
     try:
         answers = []
         for _ in range(24):  # a fresh connection each time, so the kernel spreads them over both workers
@@ -202,11 +206,20 @@ def test_two_worker_processes_give_the_same_bits(tmp_path_factory: pytest.TempPa
                 answers.append(client.post("/v1/models/wide:predict", json={"instances": rows}).json())
         with multi.client() as client:
             samples = metric_samples(client)
+        assert [path.name[:18] for path in temp.iterdir()] == ["invariant-metrics-"]
     finally:
         stop_server(multi)
     assert [answer == expected for answer in answers] == [True] * 24, answers
     ok = (("model", "wide"), ("protocol", "v1"), ("status", "200"), ("version", "1"))
     assert samples[("invariant_requests_total", ok)] == 24  # summed over both worker processes
+    assert samples[("invariant_worker_processes", ())] == 2
+    # process_* series per worker, labelled with the pid (values the server defines), both workers present
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_start_time_seconds"):
+        per_worker = {labels: value for (sample, labels), value in samples.items() if sample == name}
+        assert len(per_worker) == 2, (name, per_worker)
+        assert all(len(labels) == 1 and labels[0][0] == "pid" and value > 0 for labels, value in per_worker.items())
+    assert multi.process.returncode == 0  # the supervisor returned from uvicorn.run (and cleaned up)
+    assert list(temp.iterdir()) == []  # its metrics folder removed on exit
 
 
 def test_sigterm_drains_in_flight_requests(tmp_path_factory: pytest.TempPathFactory) -> None:
