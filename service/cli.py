@@ -81,8 +81,11 @@ def _alternatives(field: FieldInfo) -> list[tuple[Any, list[Any]]]:
 
 
 def _choices(field: FieldInfo) -> list[str] | None:
-    literal = [member for member, _ in _alternatives(field) if get_origin(member) is Literal]
-    return [str(value) for value in get_args(literal[0])] if len(literal) == 1 else None
+    """argparse choices when every value the field takes is one of a fixed set (a Literal)."""
+    members = [member for member, _ in _alternatives(field)]
+    if not all(get_origin(member) is Literal for member in members):
+        return None
+    return [str(value) for member in members for value in get_args(member)]
 
 
 def allowed_values(field: FieldInfo) -> str:
@@ -93,7 +96,8 @@ def allowed_values(field: FieldInfo) -> str:
 
 def _describe(kind: Any, constraints: list[Any]) -> str:
     if get_origin(kind) is Literal:
-        return "one of " + ", ".join(str(value) for value in get_args(kind))
+        values = [str(value) for value in get_args(kind)]
+        return values[0] if len(values) == 1 else "one of " + ", ".join(values)
     noun = {int: "an integer", float: "a number", Path: "a directory path", bool: "true or false"}.get(kind, "text")
     bounds = {type(c).__name__: getattr(c, type(c).__name__.lower()) for c in constraints if _is_bound(c)}
     if "Ge" in bounds and "Le" in bounds:
@@ -109,13 +113,16 @@ def _is_bound(constraint: Any) -> bool:
 
 def _settings_error(exc: ValidationError, flags_given: set[str]) -> str:
     """One line for every invalid value, naming the flag (or the variable it came from) and what is allowed."""
-    problems = []
+    problems, named = [], set()
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else ""
         field = Settings.model_fields.get(name)
         if field is None:
             problems.append(error["msg"])
             continue
+        if name in named:  # a union reports one error per alternative: one line per setting is enough
+            continue
+        named.add(name)
         where = flag_of(name) if name in flags_given else f"INVARIANT_{name.upper()}"
         if error["type"] == "value_error":  # a validator's own message says what is accepted
             reason = error.get("ctx", {}).get("error", error["msg"])

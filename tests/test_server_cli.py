@@ -50,8 +50,8 @@ def serve(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--chunk-rows", "0"], "--chunk-rows must be an integer from 1 to 4096, got '0'"),
-        (["--chunk-rows", "many"], "--chunk-rows must be an integer from 1 to 4096, got 'many'"),
+        (["--chunk-rows", "0"], "--chunk-rows must be an integer from 1 to 4096 or auto, got '0'"),
+        (["--chunk-rows", "many"], "--chunk-rows must be an integer from 1 to 4096 or auto, got 'many'"),
         (["--request-timeout-s", "0"], "--request-timeout-s must be a number > 0, got '0'"),
         (["--audit-fraction", "2"], "--audit-fraction must be a number from 0 to 1, got '2'"),
         (["--max-queue-rows", "0"], "--max-queue-rows must be an integer >= 1, got '0'"),
@@ -109,7 +109,7 @@ def test_the_real_entry_point_exits_2_with_one_line(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "service", "--repository", str(tmp_path), "--chunk-rows", "0"]
     result = subprocess.run(command, check=False, cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout) == (2, "")
-    assert result.stderr == "invariant-serve: error: --chunk-rows must be an integer from 1 to 4096, got '0'\n"
+    assert result.stderr == "invariant-serve: error: --chunk-rows must be an integer from 1 to 4096 or auto, got '0'\n"
 
 
 def test_empty_repository_still_starts(tmp_path: Path) -> None:
@@ -134,7 +134,7 @@ def test_help_lists_choices_ranges_and_defaults_and_no_bench_switch(serve: Calla
         "Server log verbosity (uvicorn and invariant-serve loggers) (one of critical, error, warning, info, "
         "debug; default: info)"
     ) in text
-    assert "(an integer from 1 to 4096; default: unset)" in text
+    assert "(an integer from 1 to 4096 or auto; default: unset)" in text
     assert "--self-test-seed" in text
     assert "log_level" not in text
     assert "unsafe" not in text
