@@ -101,10 +101,14 @@ def _describe(kind: Any, constraints: list[Any]) -> str:
     noun = {int: "an integer", float: "a number", Path: "a directory path", bool: "true or false"}.get(kind, "text")
     bounds = {type(c).__name__: getattr(c, type(c).__name__.lower()) for c in constraints if _is_bound(c)}
     if "Ge" in bounds and "Le" in bounds:
-        return f"{noun} from {bounds['Ge']:g} to {bounds['Le']:g}"
+        return f"{noun} from {_number(bounds['Ge'])} to {_number(bounds['Le'])}"
     symbols = {"Ge": ">=", "Gt": ">", "Le": "<=", "Lt": "<"}
-    limits = [f"{symbols[kind_]} {value:g}" for kind_, value in bounds.items()]
+    limits = [f"{symbols[kind_]} {_number(value)}" for kind_, value in bounds.items()]
     return f"{noun} {' and '.join(limits)}" if limits else noun
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
 
 
 def _is_bound(constraint: Any) -> bool:

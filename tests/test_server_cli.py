@@ -52,9 +52,10 @@ def serve(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -
     [
         (["--chunk-rows", "0"], "--chunk-rows must be an integer from 1 to 4096 or auto, got '0'"),
         (["--chunk-rows", "many"], "--chunk-rows must be an integer from 1 to 4096 or auto, got 'many'"),
-        (["--request-timeout-s", "0"], "--request-timeout-s must be a number > 0, got '0'"),
+        (["--request-timeout-s", "0"], "--request-timeout-s must be a number > 0 and <= 3600, got '0'"),
+        (["--request-timeout-s", "nan"], "--request-timeout-s must be a number > 0 and <= 3600, got 'nan'"),
         (["--audit-fraction", "2"], "--audit-fraction must be a number from 0 to 1, got '2'"),
-        (["--max-queue-rows", "0"], "--max-queue-rows must be an integer >= 1, got '0'"),
+        (["--max-queue-rows", "0"], "--max-queue-rows must be an integer from 1 to 10000000, got '0'"),
         (
             ["--port", "70000", "--workers", "0"],
             "--port must be an integer from 0 to 65535, got '70000'; "
