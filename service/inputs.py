@@ -37,6 +37,55 @@ def rows_from_nested(rows: Any, input_shape: tuple[int, ...], what: str = "insta
     return finite_rows(array.reshape((len(rows), *input_shape)), what)
 
 
+def rows_from_instances(instances: Any, input_shape: tuple[int, ...], feature_names: tuple[str, ...]) -> Float32Array:
+    """KServe V1 instances -> (N, *input_shape). A row is a list (as in `rows_from_nested`) or an object
+    keyed by the model's feature names (the manifest's, one per flattened input value, in row-major order);
+    both may be mixed in one request. An object must name every feature exactly once and nothing else."""
+    if isinstance(instances, list) and any(isinstance(row, dict) for row in instances):
+        order = _feature_order(feature_names, input_shape)
+        instances = [
+            _row_from_object(row, index, order) if isinstance(row, dict) else row for index, row in enumerate(instances)
+        ]
+    return rows_from_nested(instances, input_shape)
+
+
+def _feature_order(feature_names: tuple[str, ...], input_shape: tuple[int, ...]) -> dict[str, int]:
+    """feature name -> its position in the flattened row; a BadRequest when the model has no usable names."""
+    if len(feature_names) != math.prod(input_shape) or len(set(feature_names)) != len(feature_names):
+        raise BadRequest(
+            "this model has no feature names for its inputs, so instances must be lists of numbers, not objects"
+        )
+    return {name: position for position, name in enumerate(feature_names)}
+
+
+def _row_from_object(row: dict[str, Any], index: int, order: dict[str, int]) -> list[Any]:
+    """An object row as the flat list of its values in feature order; checks names and value types."""
+    unknown = [key for key in row if key not in order]
+    if unknown:
+        raise BadRequest(f"instances row {index}: unknown feature {_clip(unknown[0])}; {_features_hint(order)}")
+    if len(row) != len(order):
+        missing = [name for name in order if name not in row]
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise BadRequest(f"instances row {index}: missing feature {missing[0]!r}{more}; {_features_hint(order)}")
+    values = [row[name] for name in order]
+    bad = next((name for name, value in zip(order, values, strict=True) if type(value) not in _NUMBER_TYPES), None)
+    if bad is not None:
+        raise BadRequest(f"instances row {index}: feature {bad!r}: {_clip(row[bad])} is not a number")
+    return values
+
+
+def _features_hint(order: dict[str, int]) -> str:
+    names = list(order)
+    shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+    return f"the model's features are: {shown}"
+
+
+def _clip(value: Any) -> str:
+    """repr of a client value, cut to 60 characters (an error message must not echo megabytes back)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def rows_from_flat(
     values: Any, shape: tuple[int, ...], input_shape: tuple[int, ...], what: str, datatype: str = "FP32"
 ) -> Float32Array:

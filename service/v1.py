@@ -1,4 +1,5 @@
-"""KServe V1 protocol: `POST /v1/models/{name}:predict` with {"instances": [row, ...]}."""
+"""KServe V1 protocol: `POST /v1/models/{name}:predict` with {"instances": [row, ...]}, each row a list of
+numbers or an object keyed by the model's feature names."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from service.executor import Float32Array, Outputs
 from service.hotpath import Handler
 from service.http import BodyReader, json_response, model_headers, parse_json_object
 from service.inference import Admission, Inference
-from service.inputs import rows_from_nested
+from service.inputs import rows_from_instances
 from service.loader import ServedModel
 from service.metadata import model_parameters
 
@@ -65,7 +66,8 @@ def v1_predict_handler(inference: Inference) -> Handler:
 def _instances(body: dict[str, Any], served: ServedModel) -> Float32Array:
     if "instances" not in body:
         raise BadRequest('request body must have "instances": a list of rows')
-    return rows_from_nested(body["instances"], served.manifest.input.shape)
+    spec = served.manifest.input
+    return rows_from_instances(body["instances"], spec.shape, spec.feature_names)
 
 
 def _predictions(served: ServedModel, outputs: Outputs) -> dict[str, Any]:
