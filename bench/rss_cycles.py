@@ -1,5 +1,5 @@
 """Memory across load/unload cycles (issue 8): RSS of an explicit-mode server after each of N unload+load
-cycles of one version, through the repository API. A leak of the model (here ~17 MB of weights, plus its
+cycles of one version, through the repository API. A leak of the model (here ~4 MB of weights, plus its
 traced graph and executor buffers) per cycle would show as steady growth.
 
     .venv/bin/python bench/rss_cycles.py [--cycles 20]
@@ -25,12 +25,12 @@ MODEL = "wide"
 
 
 def write_wide_model(repository: Path) -> int:
-    """64 -> 2048 -> 2048 -> 10 MLP with BatchNorm statistics (about 4.3 M float32 weights); returns its size."""
+    """64 -> 1024 -> 1024 -> 10 MLP with BatchNorm statistics (about 1.1 M float32 weights); returns its size."""
     import torch
 
     from models import InputSpec, Manifest, MLPConfig, build_model, save_checkpoint
 
-    config = MLPConfig(in_features=64, num_classes=10, hidden=(2048, 2048), norm="batch", dropout=0.0)
+    config = MLPConfig(in_features=64, num_classes=10, hidden=(1024, 1024), norm="batch", dropout=0.0)
     torch.manual_seed(0)
     model = build_model(config)
     with torch.no_grad():

@@ -10,6 +10,8 @@ task rescans the repository every `poll_interval_s`; a failed or slow load never
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import gc
 import logging
 import os
@@ -428,3 +430,16 @@ def _release_memory() -> None:
     # cycles: unfreeze, collect (one full pass), and freeze what is still alive.
     gc.unfreeze()
     _freeze_survivors()
+    # glibc keeps freed heap pages (a model's weights, its executor's buffers) in its arenas; without a trim
+    # RSS grows by megabytes with every load/unload cycle (bench/rss_cycles.py; tf-serving #1346).
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl, macOS): nothing to trim
+        return None
