@@ -129,7 +129,10 @@ def test_v1_malformed_body_is_400(probe: Probe, body: bytes, message: str) -> No
             instances(ROW_TEXT, "5"), "instances row 1: must be a list of numbers, got int", id="row-is-number"
         ),
         pytest.param(
-            instances(ROW_TEXT, '{"f0": 1}'), "instances row 1: must be a list of numbers, got dict", id="row-is-dict"
+            instances(ROW_TEXT, '{"f0": 1}'),
+            "instances row 1: missing feature 'f1' (and 14 more); the model's features are: f0, f1, f2, f3, f4, f5, "
+            "f6, f7, ... (16 in all)",
+            id="row-is-object-missing-features",
         ),
         pytest.param(
             instances(f"[{ROW_TEXT}]"), "instances row 0: must be a flat list of 16 numbers", id="extra-nesting"
