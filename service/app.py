@@ -4,8 +4,12 @@ request lands on a process whose models are not verified yet."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import multiprocessing
 import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from service import __version__
+from service.compression import CompressResponses
 from service.errors import ServiceError
 from service.executor_factory import resolve_placement
 from service.hotpath import HotRoutes
@@ -31,6 +36,7 @@ from service.v2 import V2_INFER_PATHS, v2_infer_handler, v2_router
 
 log = logging.getLogger("invariant.app")
 EXIT_COMPUTE_FAILED = 70  # EX_SOFTWARE
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def create_app(settings: Settings | None = None, executor_factory: ServingExecutorFactory | None = None) -> FastAPI:
@@ -65,6 +71,7 @@ def create_app(settings: Settings | None = None, executor_factory: ServingExecut
     hot_routes = [(path, v1_predict_handler(inference)) for path in V1_PREDICT_PATHS]
     hot_routes += [(path, v2_infer_handler(inference)) for path in V2_INFER_PATHS]
     app.add_middleware(HotRoutes, routes=hot_routes)
+    app.add_middleware(CompressResponses)  # outermost: every answer, hot route or not
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
@@ -77,7 +84,20 @@ def app_from_environment() -> FastAPI:
     """Factory for uvicorn worker processes: settings come from INVARIANT_* variables."""
     settings = Settings()
     configure_logging(settings.log_level)  # spawned workers do not inherit the parent's logging setup
+    if multiprocessing.parent_process() is not None:  # a worker of --workers N
+        exit_with_parent()
     return create_app(settings)
+
+
+def exit_with_parent() -> None:
+    """SIGTERM this worker when its supervisor dies (even by `kill -9`): orphaned workers would go on
+    holding the port, and a restarted server would fail with "address already in use"."""
+    parent = multiprocessing.parent_process()
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d): workers may outlive their parent", ctypes.get_errno())
+    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def configure_logging(level: str) -> None:

@@ -7,6 +7,7 @@ the flag or variable and its allowed values, exit code 2, as the training CLI do
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
@@ -194,6 +195,7 @@ def main(argv: list[str] | None = None, app_factory: str = "service.app:app_from
             log_level=settings.log_level,
             access_log=False,
             loop="uvloop",
-            http="httptools",
-            timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+            http="service.protocol:BoundedHttpToolsProtocol",  # httptools, with a bound on reading headers
+            # Drain: every accepted request is answered or times out (read, then request timeout) before this.
+            timeout_graceful_shutdown=math.ceil(max(settings.request_timeout_s, settings.read_timeout_s)) + 5,
         )

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import zlib
 from typing import Any
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from service.compression import REQUEST_ENCODINGS, inflate
 from service.errors import (
     BadRequest,
     BodyTimeout,
@@ -58,7 +58,7 @@ class BodyReader:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding == "identity":
             return raw
-        if encoding not in _WBITS:
+        if encoding not in REQUEST_ENCODINGS:
             raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; use gzip or deflate")
         if len(raw) < OFFLOAD_BYTES:
             return inflate(raw, encoding, self.limit)
@@ -81,24 +81,6 @@ class BodyReader:
             if len(received) > self.limit:
                 raise PayloadTooLarge(f"request body exceeds the limit of {self.limit} bytes")
         return bytes(received)
-
-
-# wbits for zlib: gzip member, or zlib-wrapped deflate (what HTTP's "deflate" means, and what tritonclient sends).
-_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-
-
-def inflate(raw: bytes, encoding: str, limit: int) -> bytes:
-    """Decompress at most limit + 1 bytes: a gzip bomb costs no more than an honest body at the limit."""
-    inflater = zlib.decompressobj(_WBITS[encoding])
-    try:
-        body = inflater.decompress(raw, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"request body is not valid {encoding} data: {exc}") from None
-    if len(body) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
-    if not inflater.eof:
-        raise BadRequest(f"request body is truncated {encoding} data")
-    return body
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

@@ -112,7 +112,7 @@ class Metrics:
             registry=own,
         )  # fmt: skip
         self.body_timeouts = Counter(
-            "invariant_body_timeouts", "Request bodies not received within body_timeout_s (answered 408)",
+            "invariant_body_timeouts", "Request bodies not received within read_timeout_s (answered 408)",
             registry=own,
         )  # fmt: skip
         self.audit_mismatches = Counter(

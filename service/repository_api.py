@@ -27,7 +27,7 @@ MAX_BODY_BYTES = 64 * 1024
 
 def repository_router(registry: ModelRegistry) -> APIRouter:
     router = APIRouter(tags=["Model repository (OIP extension)"])
-    reader = BodyReader(MAX_BODY_BYTES, registry.settings.body_timeout_s, registry.metrics)
+    reader = BodyReader(MAX_BODY_BYTES, registry.settings.read_timeout_s, registry.metrics)
 
     @router.post("/v2/repository/index")
     async def index(request: Request) -> Response:

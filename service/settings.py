@@ -54,9 +54,10 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         30.0, gt=0, le=3600, allow_inf_nan=False, description="A request not answered by then gets 504"
     )
-    body_timeout_s: float = Field(
-        10.0, gt=0, le=30, allow_inf_nan=False, description="A request body not received by then gets 408"
-    )
+    read_timeout_s: float = Field(
+        10.0, gt=0, le=30, allow_inf_nan=False,
+        description="A request's headers or body not received within this long closes the connection (408 for a body)",
+    )  # fmt: skip
     max_queue_delay_ms: float = Field(
         0.0, ge=0, le=10_000, allow_inf_nan=False,
         description="Wait up to this long to fill a chunk; 0 runs a lone request at once",

@@ -49,7 +49,7 @@ V1_PREDICT_PATHS = ("/v1/models/{name}:predict", "/v1/models/{name}/versions/{ve
 
 def v1_predict_handler(inference: Inference) -> Handler:
     settings = inference.settings
-    reader = BodyReader(settings.max_body_bytes, settings.body_timeout_s, inference.metrics)
+    reader = BodyReader(settings.max_body_bytes, settings.read_timeout_s, inference.metrics)
 
     async def predict(request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")

@@ -75,7 +75,7 @@ V2_INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{versio
 
 def v2_infer_handler(inference: Inference) -> Handler:
     settings = inference.settings
-    reader = BodyReader(settings.max_body_bytes, settings.body_timeout_s, inference.metrics)
+    reader = BodyReader(settings.max_body_bytes, settings.read_timeout_s, inference.metrics)
 
     async def infer(request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")

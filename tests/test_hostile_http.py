@@ -188,3 +188,16 @@ def _counter(probe: Probe, name: str) -> float:
     text = probe.http.get("/metrics").text
     match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
+
+
+# ------------------------------------------------------------- defect 4: refuse before decoding
+
+
+def test_v2_shape_beyond_the_queue_is_413_before_its_data_is_decoded(probe: Probe) -> None:
+    body = {"inputs": [tensor(shape=[9000, 16], data="never decoded")]}
+    probe.expect_error(probe.v2(body), 413, "request has 9000 rows, more than max_queue_rows=8192")
+
+
+def test_v1_instances_beyond_the_queue_are_413_before_the_rows_are_checked(probe: Probe) -> None:
+    body = json.dumps({"instances": [[]] * 8193}).encode()
+    probe.expect_error(probe.v1(body), 413, "request has 8193 rows, more than max_queue_rows=8192")

@@ -43,8 +43,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         ("--max-queue-delay-ms", "nan"),
         ("--request-timeout-s", "inf"),
         ("--request-timeout-s", "1e300"),
-        ("--body-timeout-s", "0"),
-        ("--body-timeout-s", "inf"),
+        ("--read-timeout-s", "0"),
+        ("--read-timeout-s", "inf"),
         ("--audit-fraction", "nan"),
         ("--max-body-bytes", "1e30"),
         ("--max-queue-rows", str(10**12)),
@@ -67,7 +67,7 @@ def test_numeric_flag_out_of_range_is_refused_naming_the_flag(
 
 
 def test_settings_refuse_infinite_timeouts_without_the_cli() -> None:
-    for field in ("request_timeout_s", "max_queue_delay_ms", "body_timeout_s", "audit_fraction"):
+    for field in ("request_timeout_s", "max_queue_delay_ms", "read_timeout_s", "audit_fraction"):
         with pytest.raises(ValidationError, match=field):
             Settings(**{field: math.inf})  # type: ignore[arg-type]
 

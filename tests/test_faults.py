@@ -1,0 +1,157 @@
+"""Connections and processes that go wrong (issue 11, defects 6 and 8): stalled headers and bodies are cut
+off after --read-timeout-s, a stalled client does not hold a SIGTERM shutdown, a worker killed with -9
+leaves no live gauges behind, and workers exit when their parent is killed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+from conftest import RunningServer, start_server, stop_server
+
+ROW = [0.25 * i - 2.0 for i in range(16)]
+
+
+def connect(server: RunningServer) -> socket.socket:
+    url = urlparse(server.url)
+    return socket.create_connection((url.hostname, url.port), timeout=10)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    received = b""
+    while part := sock.recv(65536):
+        received += part
+    return received
+
+
+@pytest.fixture(scope="module")
+def quick_timeouts(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(tiny_repository, tmp_path_factory.mktemp("logs"), "--read-timeout-s", "1")
+    yield running
+    stop_server(running)
+
+
+def test_slow_headers_are_cut_off_after_the_read_timeout(quick_timeouts: RunningServer) -> None:
+    with connect(quick_timeouts) as sock:
+        sock.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\n")  # and no more
+        started = time.monotonic()
+        assert read_until_closed(sock) == b""  # closed by the server, nothing to answer yet
+        assert 0.9 < time.monotonic() - started < 5
+
+
+def test_a_body_that_never_comes_gets_408_and_the_connection_closes(quick_timeouts: RunningServer) -> None:
+    with connect(quick_timeouts) as sock:
+        sock.sendall(
+            b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"instances": '
+        )
+        started = time.monotonic()
+        answer = read_until_closed(sock)
+        assert 0.9 < time.monotonic() - started < 5
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert b"connection: close" in head.lower()
+    assert json.loads(body) == {"error": "request body not received within 1 s"}
+    with httpx.Client(base_url=quick_timeouts.url) as http:
+        assert http.post("/v1/models/tiny:predict", json={"instances": [ROW]}).status_code == 200
+        metrics = http.get("/metrics").text
+    assert re.search(r"^invariant_body_timeouts_total 1\.0$", metrics, re.MULTILINE)
+
+
+def test_sigterm_finishes_promptly_with_a_stalled_client_connected(tiny_repository: Path, tmp_path: Path) -> None:
+    server = start_server(tiny_repository, tmp_path, "--read-timeout-s", "2")
+    try:
+        with connect(server) as stalled:
+            stalled.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            time.sleep(0.2)
+            started = time.monotonic()
+            os.killpg(server.process.pid, signal.SIGTERM)
+            # uvicorn re-raises the signal once its graceful shutdown is done
+            assert server.process.wait(timeout=20) == -signal.SIGTERM
+            stopped_s = time.monotonic() - started
+            answer = read_until_closed(stalled)
+    finally:
+        stop_server(server)
+    assert stopped_s < 6  # the read timeout (2 s), far below the drain timeout (35 s)
+    assert answer.startswith(b"HTTP/1.1 408 ")  # a JSON 408, not uvicorn's plain-text 500
+    assert "Traceback" not in server.log()
+
+
+# ------------------------------------------------------------------------------------------ workers
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid and b"resource_tracker" not in cmdline:
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout_s} s: {what}")
+
+
+def test_killed_worker_leaves_no_live_gauges_and_workers_exit_with_their_parent(
+    tiny_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    server = start_server(tiny_repository, tmp_path, "--workers", "2")
+    try:
+        wait_for(lambda: server.log().count("Application startup complete") >= 2, 60, "two workers start")
+        workers = children(server.process.pid)
+        assert len(workers) == 2
+        victim = min(workers)
+        assert list(metrics_dir.glob(f"gauge_live*_{victim}.db"))
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(children(server.process.pid) - {victim}) == 2, 60, "a replacement worker")
+        wait_for(lambda: server.log().count("Application startup complete") >= 3, 60, "the replacement serves")
+        with httpx.Client(base_url=server.url) as http:
+            for _ in range(4):  # any worker's scrape forgets the dead one
+                assert http.get("/metrics").status_code == 200
+        assert list(metrics_dir.glob(f"gauge_live*_{victim}.db")) == []
+
+        workers = children(server.process.pid)
+        os.kill(server.process.pid, signal.SIGKILL)  # the supervisor dies without a word to its workers
+        server.process.wait(timeout=10)
+        wait_for(lambda: not any(alive(pid) for pid in workers), 30, "orphaned workers exit")
+        port = urlparse(server.url).port
+        with socket.socket() as sock:  # the port is free again: a restart would bind it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+    finally:
+        stop_server(server)
+        with contextlib.suppress(ProcessLookupError):  # whatever of the group is left, orphans included
+            os.killpg(server.process.pid, signal.SIGKILL)
