@@ -6,7 +6,7 @@ REPOSITORY ?= model-repository
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv test lint typecheck serve train-demo bench deploy-test clean
+.PHONY: venv test lint typecheck serve train-demo bench soak deploy-test clean
 
 # The stamp depends on the lock files, so a changed pin reinstalls. torch==2.13.0 resolves to the CPU
 # wheel on these machines (pip finds it on disk), never a CUDA download.
@@ -38,6 +38,11 @@ serve: venv
 
 bench: venv
 	$(BIN)/python bench/run_bench.py --workers 2
+
+# Issue 11's soak: MINUTES closed loop at 64 connections, then an open loop; bitwise checks, RSS, latency.
+MINUTES ?= 10
+soak: venv
+	$(BIN)/python bench/soak.py --minutes $(MINUTES)
 
 deploy-test: venv
 	bash deploy/deploy_test.sh

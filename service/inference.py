@@ -25,7 +25,8 @@ class Admission:
     """What is known of a request before its rows are decoded."""
 
     body_bytes: int
-    declared_rows: int | None  # from the request's own structure (V1 instance count, V2 shape[0])
+    # model -> rows the request holds, from its own structure (V1 instance count, V2 shape[0]), if known
+    declared_rows: Callable[[ServedModel], int | None]
 
 
 @dataclass
@@ -62,8 +63,9 @@ class Inference:
             call.version = str(found.version)
             if isinstance(found, NotServing):
                 raise found.error()
-            if request.declared_rows is not None:  # refuse before decoding what could never be queued
-                found.batcher.admit(request.declared_rows)
+            declared = request.declared_rows(found)
+            if declared is not None:  # refuse before decoding what could never be queued
+                found.batcher.admit(declared)
             if request.body_bytes < OFFLOAD_BYTES:
                 rows = decode(found)
             else:  # a large decode runs beside the event loop, which keeps answering other clients

@@ -82,7 +82,8 @@ def v2_infer_handler(inference: Inference) -> Handler:
         raw = await reader.read(request)
         json_part, binary = split_body(raw, request.headers.get(HEADER))
         body = parse_json_object(json_part)
-        admission = Admission(len(raw), _declared_rows(body))
+        count = _declared_rows(body)
+        admission = Admission(len(raw), lambda _: count)
         served, outputs = await inference.predict(
             "v2", name, version, lambda model: _input_rows(body, binary, model), admission
         )

@@ -201,3 +201,17 @@ def test_v2_shape_beyond_the_queue_is_413_before_its_data_is_decoded(probe: Prob
 def test_v1_instances_beyond_the_queue_are_413_before_the_rows_are_checked(probe: Probe) -> None:
     body = json.dumps({"instances": [[]] * 8193}).encode()
     probe.expect_error(probe.v1(body), 413, "request has 8193 rows, more than max_queue_rows=8192")
+
+
+def test_large_v1_body_beyond_the_queue_is_413_before_it_is_parsed(probe: Probe) -> None:
+    """Counted without parsing (commas): the missing closing brace is never seen."""
+    rows = ", ".join([json.dumps(ROW)] * 9000)
+    body = ('{"instances": [' + rows + "]").encode()
+    assert len(body) > 256 * 1024
+    probe.expect_error(probe.v1(body), 413, "request has 9000 rows, more than max_queue_rows=8192")
+
+
+def test_large_v1_body_within_the_queue_serves(probe: Probe) -> None:
+    response = probe.v1(json.dumps({"instances": [ROW] * 3000}).encode())
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 3000

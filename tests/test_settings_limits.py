@@ -91,10 +91,10 @@ def test_a_dead_compute_thread_makes_the_model_not_ready_with_its_reason(
             # The fault the unvalidated `--max-queue-delay-ms inf` caused: the fill wait overflows, the thread dies.
             served.batcher.max_queue_delay_s = math.inf
             with pytest.raises(NotReady, match=f"model 'tiny' version 1 is not served: {reason}"):
-                await inference.predict("v1", "tiny", None, lambda _: rows, Admission(64, 1))
+                await inference.predict("v1", "tiny", None, lambda _: rows, Admission(64, lambda _: 1))
             await asyncio.sleep(0.1)  # the registry hears of it on the event loop
             with pytest.raises(NotReady, match=f"model 'tiny' version 1 is not served: {reason}"):
-                await inference.predict("v1", "tiny", None, lambda _: rows, Admission(64, 1))
+                await inference.predict("v1", "tiny", None, lambda _: rows, Admission(64, lambda _: 1))
             return registry.find("tiny"), await registry.index()
         finally:
             await registry.close()
