@@ -28,6 +28,7 @@ from service.http import error_response, json_response
 from service.inference import Inference
 from service.metrics import Metrics
 from service.numerics import pin_numerics
+from service.numerics_env import portable_numerics_missing
 from service.registry import ModelRegistry, ServingExecutorFactory
 from service.repository_api import repository_router
 from service.settings import Settings
@@ -44,6 +45,12 @@ def create_app(settings: Settings | None = None, executor_factory: ServingExecut
     passed its self-test (see ServingExecutorFactory); no setting reaches it."""
     settings = settings or Settings()
     resolve_placement(settings.device, settings.dtype)  # a device/dtype this machine cannot honour fails here
+    missing = portable_numerics_missing(os.environ) if settings.portable_numerics else []
+    if missing:
+        raise RuntimeError(
+            f"portable numerics need {' '.join(missing)} in the environment before torch is imported: start the "
+            "server with `python -m service --portable-numerics` (the CLI sets them) or set them yourself"
+        )
     metrics = Metrics(settings.chunk_rows if isinstance(settings.chunk_rows, int) else None)
     registry = ModelRegistry(settings, metrics, executor_factory)
     inference = Inference(registry, settings, metrics)

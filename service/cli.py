@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from service.executor_factory import resolve_placement
+from service.numerics_env import apply_portable_numerics
 from service.settings import Settings
 
 PROG = "invariant-serve"
@@ -183,6 +184,10 @@ def metrics_folder(workers: int) -> Iterator[None]:
 def main(argv: list[str] | None = None, app_factory: str = "service.app:app_from_environment") -> None:
     """`app_factory`: the import string uvicorn builds each worker's app from (the bench passes its own)."""
     settings = load_settings(argv)
+    if settings.portable_numerics:
+        # Read by ATen, MKL and oneDNN when they initialise: set here, before uvicorn imports the app (and
+        # torch), in this process and in the environment every worker process inherits.
+        apply_portable_numerics(os.environ)
     with metrics_folder(settings.workers):
         # With workers, uvicorn's supervisor returns here after SIGTERM/SIGINT and joining them, so the
         # folder is removed; a single worker never creates one.

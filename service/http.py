@@ -126,4 +126,6 @@ def model_headers(served: ServedModel) -> dict[str, str]:
         "X-Model-Name": served.name,
         "X-Model-Version": str(served.version),
         "X-Model-Sha256": served.sha256,
+        "X-Replica": served.replica,
+        "X-Numerics-Fingerprint": served.numerics.fingerprint,
     }

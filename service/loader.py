@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,10 +24,10 @@ from service.batcher import Batcher
 from service.executor import Executor
 from service.executor_factory import build_executor
 from service.metrics import Metrics
-from service.numerics import environment_report
+from service.numerics import NumericsFingerprint, environment_report, numerics_fingerprint
 from service.selftest import SelfTestReport, run_self_test
 from service.settings import Settings
-from service.verify import ModelRefused, check_inference_mode, check_weights
+from service.verify import ModelRefused, check_fingerprint, check_inference_mode, check_weights
 
 log = logging.getLogger("invariant.registry")
 Fingerprint = tuple[tuple[str, int, int], ...]  # (file name, size, mtime_ns) of each file, sorted
@@ -48,6 +49,8 @@ class ServedModel:
     self_test: SelfTestReport
     environment: dict[str, Any]
     executor: dict[str, Any]  # the executor's describe(): kind, device, dtype, C
+    numerics: NumericsFingerprint  # X-Numerics-Fingerprint
+    replica: str  # who answers: X-Replica
 
     @property
     def sha256(self) -> str:
@@ -113,7 +116,7 @@ def load_version(
     )  # fmt: skip
     return ServedModel(
         name, version, path, before, checked.manifest, batcher, checked.self_test, checked.environment,
-        executor.describe(),
+        executor.describe(), checked.numerics, settings.replica_name or socket.gethostname(),
     )  # fmt: skip
 
 
@@ -130,6 +133,7 @@ class _Checked:
     executor: Executor
     self_test: SelfTestReport
     environment: dict[str, Any]
+    numerics: NumericsFingerprint
 
 
 def _check(name: str, version: int, path: Path, settings: Settings, metrics: Metrics) -> _Checked:
@@ -146,7 +150,9 @@ def _check(name: str, version: int, path: Path, settings: Settings, metrics: Met
     metrics.self_test_cases.labels(*labels).set(self_test.cases)
     if not self_test.passed:
         raise ModelRefused(f"self-test {self_test.summary()}")
-    return _Checked(manifest, executor, self_test, environment)
+    numerics = numerics_fingerprint(executor.describe(), executor.device)
+    check_fingerprint(numerics.fingerprint, numerics.parts, settings.expect_fingerprint)
+    return _Checked(manifest, executor, self_test, environment, numerics)
 
 
 def _record(metrics: Metrics, name: str, version: int, result: _Checked | Refusal, seconds: float) -> None:

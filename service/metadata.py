@@ -32,11 +32,14 @@ def model_parameters(found: ServedModel | NotServing) -> dict[str, Any]:
 
 
 def _execution(served: ServedModel) -> dict[str, Any]:
-    """How this process runs the version: numerics environment, executor, chunk rows C, the start-up self-test."""
+    """How this process runs the version: numerics environment and fingerprint, executor, chunk rows C, the
+    start-up self-test."""
     return {
         **served.environment,
         **served.executor,  # executor kind, device, dtype, C
         "chunk_rows": served.batcher.chunk_rows,
+        "numerics_fingerprint": served.numerics.fingerprint,
+        "numerics": served.numerics.parts,
         "self_test": {
             **dataclasses.asdict(served.self_test),
             "passed": served.self_test.passed,

@@ -67,6 +67,23 @@ class Settings(BaseSettings):
         description="Fraction of served rows re-run alone in the background and compared",
     )  # fmt: skip
     self_test_seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the self-test's random probe and co-rows")
+    portable_numerics: bool = Field(
+        False,
+        description="Pin ATEN_CPU_CAPABILITY, MKL_CBWR and ONEDNN_MAX_CPU_ISA (set before torch is imported) so "
+        "that different CPUs give the same bits; slower",
+    )
+    expect_fingerprint: str = Field(
+        "",
+        max_length=4096,
+        description="Comma-separated numerics fingerprints a model may have; any other makes it not ready, "
+        "so a load balancer never mixes replicas whose answers differ (empty: no check)",
+    )
+    replica_name: str = Field(
+        "",
+        max_length=253,
+        pattern=r"^[A-Za-z0-9._-]*$",  # it goes into a response header
+        description="Value of the X-Replica header on predictions (empty: the host name)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Server log verbosity (uvicorn and invariant-serve loggers)"
     )

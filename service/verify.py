@@ -19,6 +19,16 @@ class ModelRefused(Exception):
     """The model must not be served; the message is the reason shown to operators and clients."""
 
 
+def check_fingerprint(fingerprint: str, parts: dict[str, object], expected: str) -> None:
+    """Refuse a model whose numerics fingerprint is not one of the comma-separated `expected` (if any)."""
+    allowed = [value.strip() for value in expected.split(",") if value.strip()]
+    if allowed and fingerprint not in allowed:
+        raise ModelRefused(
+            f"numerics fingerprint {fingerprint} is not the expected {' or '.join(allowed)}: this replica would "
+            f"compute different bits (its numerics: {parts})"
+        )
+
+
 def check_weights(model: nn.Module) -> None:
     """Refuse models whose BatchNorm layers would use batch statistics, or whose tensors are non-finite."""
     for name, layer in batchnorm_layers(model).items():
