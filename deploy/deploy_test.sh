@@ -4,18 +4,25 @@
 # On a fresh machine of this project's kind (Debian bookworm, root, no init system, no container registry)
 # it installs what is missing (Debian's docker.io, the compose v2 plugin, mmdebstrap), starts dockerd when
 # none answers, builds the stand-in base image local/python:3.11-slim and the wheelhouse, then:
-#   1. docker compose build, then up -d --wait: the train job writes digits v1 into the volume, the server
-#      becomes healthy;
-#   2. from the host: the server container is healthy and runs as non-root;
-#   3. deploy/invariance_check.py over HTTP (a row alone vs at every position of several batch sizes,
-#      exact float equality) plus a V2 infer;
-#   4. a second training job (docker compose run --rm train ...) and docker compose restart server: version 2
-#      is ready and answers (versioned V1 and V2), the latest is 2, version 1 is still there;
-#   5. docker compose down -v, which must take < 5 s.
+#   1. docker compose build (server image, HAProxy balancer image), then up -d --wait --scale server=3: the
+#      train job writes digits v1 into the volume, three server replicas become healthy behind the balancer;
+#   2. from the host: every replica is healthy and runs as non-root; only the balancer publishes a port;
+#      the balancer routes to every replica;
+#   3. deploy/invariance_check.py through the balancer (the probe of service/probe.py, C from the server's
+#      metadata, exact bits) plus V2 infer against V1's bits;
+#   4. scale-out (deploy/replica_check.py): requests spread over all replicas, one numerics fingerprint,
+#      identical bits for the same probe rows from every replica; one replica killed (SIGKILL) under load
+#      costs at most its in-flight requests and the balancer routes around it; then 3 replicas again;
+#   5. a second training job (docker compose run --rm train ...) while the replicas serve, no restart: every
+#      replica picks up version 2 by polling the repository; prints the time from the training job's end to
+#      the first answer from version 2 and to every replica answering from it; versioned V1/V2, invariance
+#      and the cross-replica bits on version 2;
+#   6. docker compose down -v, which must take < 5 s.
 # Every phase is timed; the image size is printed. On any failure: diagnostics, then down -v.
 #
 # Environment: DEPLOY_PORT (host port, default: a free one), DEPLOY_KEEP_ENGINE=1 (leave a dockerd that this
-# run started running), DEPLOY_DOWN_LIMIT_S (default 5), PYTHON (host python, default .venv/bin/python).
+# run started running), DEPLOY_DOWN_LIMIT_S (default 5), DEPLOY_REPLICAS (default 3), PYTHON (host python,
+# default .venv/bin/python).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +39,9 @@ export BASE_IMAGE="${BASE_IMAGE:-local/python:3.11-slim}"
 export INVARIANT_IMAGE="${INVARIANT_IMAGE:-invariant-serve:deploy-test}"
 export COMPOSE_PROGRESS=plain BUILDKIT_PROGRESS=plain
 DOWN_LIMIT_S="${DEPLOY_DOWN_LIMIT_S:-5}"
+REPLICAS="${DEPLOY_REPLICAS:-3}"
+export BALANCER_BASE_IMAGE="$BASE_IMAGE"
+export INVARIANT_BALANCER_IMAGE="${INVARIANT_BALANCER_IMAGE:-invariant-serve-balancer:deploy-test}"
 MODEL=digits
 
 T_START=$EPOCHREALTIME
@@ -114,7 +124,7 @@ command -v "$PYTHON" >/dev/null 2>&1 || [ -x "$PYTHON" ] || fail "no host python
 PORT="${DEPLOY_PORT:-$(free_port)}"
 export INVARIANT_HOST_PORT="$PORT"
 URL="http://127.0.0.1:$PORT"
-log "project $COMPOSE_PROJECT_NAME, image $INVARIANT_IMAGE, base $BASE_IMAGE, server on $URL"
+log "project $COMPOSE_PROJECT_NAME, image $INVARIANT_IMAGE, base $BASE_IMAGE, $REPLICAS replicas behind $URL"
 
 # Background jobs: NAME CMD... runs CMD with its output in deploy/.cache/logs/NAME.log; bg_wait NAME waits
 # for it, fails with the log's tail if it failed, and records its duration as a phase.
@@ -184,74 +194,104 @@ docker compose config --quiet || fail "docker-compose.yml is invalid"
 
 # ---------------------------------------------------------------------------------------------- build, up
 STACK_UP=1
-phase "image build" compose build server
+phase "image build (server, balancer)" compose build server balancer
 IMAGE_SIZE="$(docker image inspect -f '{{.Size}}' "$INVARIANT_IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
 log "image $INVARIANT_IMAGE: $IMAGE_SIZE"
-phase "up --wait (train v1, server healthy)" compose up -d --build --wait --wait-timeout 300
+phase "up --wait --scale server=$REPLICAS (train v1, replicas healthy)" \
+    compose up -d --wait --wait-timeout 300 --scale "server=$REPLICAS"
+
+replica_check() { "$PYTHON" deploy/replica_check.py "$@" --url "$URL" --model "$MODEL" --replicas "$REPLICAS"; }
 
 # ---------------------------------------------------------------------------------------------- checks
 t0=$EPOCHREALTIME
-SERVER_ID="$(docker compose ps -q server)"
-[ -n "$SERVER_ID" ] || fail "no server container"
 TRAIN_ID="$(docker compose ps -aq train)"
 [ "$(docker inspect -f '{{.State.ExitCode}}' "$TRAIN_ID")" = 0 ] || fail "the train job did not exit 0"
-health="$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$SERVER_ID")"
-[ "$health" = healthy ] || fail "server container health is '$health', expected healthy"
-# The uids of all the container's processes, as the host's ps sees them.
-top="$(docker top "$SERVER_ID" -eo uid,pid,args)" || fail "docker top on the server container failed"
-echo "$top" | sed 's/^/  /'
-uids="$(echo "$top" | awk 'NR > 1 { print $1 }' | sort -u | tr '\n' ' ')"
-[ -n "$uids" ] || fail "could not read the server processes' uid"
-for u in $uids; do [ "$u" != 0 ] || fail "a server process runs as root (uids: $uids)"; done
-exec_uid="$(docker compose exec -T server python -c 'import os; print(os.getuid())')"
+mapfile -t SERVER_IDS < <(docker compose ps -q server)
+[ "${#SERVER_IDS[@]}" = "$REPLICAS" ] || fail "${#SERVER_IDS[@]} server containers, expected $REPLICAS"
+for id in "${SERVER_IDS[@]}"; do
+    health="$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id")"
+    [ "$health" = healthy ] || fail "server container ${id:0:12} health is '$health', expected healthy"
+    # The uids of all the container's processes, as the host's ps sees them.
+    top="$(docker top "$id" -eo uid,pid,args)" || fail "docker top on server container ${id:0:12} failed"
+    uids="$(echo "$top" | awk 'NR > 1 { print $1 }' | sort -u | tr '\n' ' ')"
+    [ -n "$uids" ] || fail "could not read the server processes' uid"
+    for u in $uids; do [ "$u" != 0 ] || fail "a server process runs as root (uids: $uids)"; done
+done
+exec_uid="$(docker compose exec -T --index 1 server python -c 'import os; print(os.getuid())')"
 [ "$exec_uid" != 0 ] || fail "the server container's user is root"
-[ "$(http_status "$URL/v2/health/ready")" = 200 ] || fail "GET /v2/health/ready is not 200 from the host"
-[ "$(http_status "$URL/v2/health/live")" = 200 ] || fail "GET /v2/health/live is not 200"
-log "server: healthy, processes run as uid ${uids% }(not root), ready from the host"
-record "health and non-root checks" "$(elapsed_since "$t0")"
+for id in "${SERVER_IDS[@]}"; do
+    bindings="$(docker inspect -f '{{json .HostConfig.PortBindings}}' "$id")"
+    [ "$bindings" = "{}" ] || fail "server container ${id:0:12} publishes ports: $bindings"
+done
+[ "$(docker compose port balancer 8080)" = "127.0.0.1:$PORT" ] || fail "the balancer is not published on $URL"
+log "$REPLICAS server replicas healthy, processes run as uid ${uids% }(not root); only the balancer publishes a port"
+record "health, non-root and port checks" "$(elapsed_since "$t0")"
 
-log "phase: invariance check (V1, exact) + V2 infer, model $MODEL"
+# HAProxy finds the replicas through docker's DNS and health-checks them: wait until each one answers.
+phase "balancer routes to all $REPLICAS replicas (v1)" replica_check versions --version 1 --timeout 60
+[ "$(http_status "$URL/v2/health/ready")" = 200 ] || fail "GET /v2/health/ready is not 200 through the balancer"
+[ "$(http_status "$URL/v2/health/live")" = 200 ] || fail "GET /v2/health/live is not 200"
+
+log "phase: invariance check (V1, exact) + V2 infer through the balancer, model $MODEL"
 t0=$EPOCHREALTIME
 "$PYTHON" deploy/invariance_check.py --url "$URL" --model "$MODEL" --v2 || fail "invariance check failed"
 record "invariance check + V2 infer" "$(elapsed_since "$t0")"
 
+log "phase: spread, fingerprints and bits across replicas"
+t0=$EPOCHREALTIME
+replica_check spread --requests $((REPLICAS * 4)) || fail "replicas differ"
+record "spread, fingerprints, bits across replicas" "$(elapsed_since "$t0")"
+
+log "phase: kill one replica under load"
+t0=$EPOCHREALTIME
+replica_check kill --clients 6 --seconds 8 --kill-after 3 | tee "$LOGS/kill.log" || fail "killing a replica under load"
+# What the replica had in flight: the sessions HAProxy had open to it when it took it out of the rotation.
+in_flight="$(docker compose logs --no-color balancer | sed -n 's/.*replicas\/.* is \(going \)\{0,1\}DOWN.* \([0-9]*\) sessions active.*/\2/p' | head -1)"
+failed="$(sed -n 's/^kill: passed: failed=\([0-9]*\) .*/\1/p' "$LOGS/kill.log")"
+[ -n "$in_flight" ] && [ -n "$failed" ] || fail "could not read the balancer's sessions or the failures"
+[ "$failed" -le "$in_flight" ] || fail "$failed requests failed, more than the $in_flight in flight to the killed replica"
+KILL_SUMMARY="$failed failed of $(sed -n 's/^kill: \([0-9]*\) requests.*/\1/p' "$LOGS/kill.log"); the balancer had $in_flight in flight to it"
+log "kill: $KILL_SUMMARY"
+record "kill one replica under load" "$(elapsed_since "$t0")"
+phase "restore $REPLICAS replicas (up --wait)" compose up -d --wait --wait-timeout 120 --scale "server=$REPLICAS"
+phase "balancer routes to all $REPLICAS replicas again" replica_check versions --version 1 --timeout 60
+
 # ---------------------------------------------------------------------------------------------- version 2
-phase "train v2 (compose run --rm train)" compose run --rm -T train \
+# No restart: every replica polls the repository (--model-control poll) and loads version 2 by itself. A
+# watcher sends requests through the balancer from before training starts until every replica has answered
+# from version 2 (every request must succeed meanwhile), and records when each one first did.
+bg "watch for version 2 on every replica" "$PYTHON" deploy/replica_check.py versions --url "$URL" --model "$MODEL" \
+    --replicas "$REPLICAS" --version 2 --timeout 600
+phase "train v2 (compose run --rm train) while serving" compose run --rm -T train \
     --data digits --arch mlp --hidden 256,256 --norm batch --dropout 0.2 --weight-decay 5e-4 --epochs 5 \
     --name "$MODEL"
-tail -3 "$(logfile "train v2 (compose run --rm train)")" | sed 's/^/  train: /'
-
-log "phase: restart server, wait until ready"
-t0=$EPOCHREALTIME
-compose restart server >"$LOGS/restart.log" 2>&1 || { cat "$LOGS/restart.log" >&2; fail "restart failed"; }
-ready=0
-for _ in $(seq 1 240); do
-    if [ "$(http_status "$URL/v2/health/ready")" = 200 ]; then ready=1; break; fi
-    sleep 0.5
-done
-[ "$ready" = 1 ] || fail "server not ready within 120 s of the restart"
-record "restart server until ready" "$(elapsed_since "$t0")"
+TRAIN_LOG="$(logfile "train v2 (compose run --rm train) while serving")"
+tail -3 "$TRAIN_LOG" | sed 's/^/  train: /'
+TRAIN_END="$(sed -n 's/^invariant-train-job: training exited with status 0 at \([0-9.]*\)$/\1/p' "$TRAIN_LOG")"
+[ -n "$TRAIN_END" ] || fail "the training job did not report its end"
+bg_wait "watch for version 2 on every replica"
+WATCH_LOG="$(logfile "watch for version 2 on every replica")"
+read -r V2_FIRST V2_ALL < <(sed -n 's/^versions: first at \([0-9.]*\), all replicas at \([0-9.]*\)$/\1 \2/p' "$WATCH_LOG")
+[ -n "${V2_ALL:-}" ] || fail "the version 2 watcher reported no times"
+# Training renames its staging directory to digits/2 when the checkpoint is complete: the directory's ctime.
+V2_PUBLISHED="$(docker compose exec -T --index 1 server python -c \
+    'import os, sys; print(os.stat(sys.argv[1]).st_ctime)' "/models/$MODEL/2")"
+TIME_TO_V2="$(awk -v p="$V2_PUBLISHED" -v e="$TRAIN_END" -v f="$V2_FIRST" -v a="$V2_ALL" 'BEGIN {
+    printf "from the checkpoint directory'"'"'s appearance: first answer %.2f s, every replica %.2f s; ", f - p, a - p
+    printf "from the training job'"'"'s exit (%.2f s after it): %+.2f s, %+.2f s", e - p, f - e, a - e }')"
+log "training job end -> version 2 through the balancer (no restart): $TIME_TO_V2"
 
 t0=$EPOCHREALTIME
 for v in 1 2; do
     [ "$(http_status "$URL/v2/models/$MODEL/versions/$v/ready")" = 200 ] \
-        || fail "GET /v2/models/$MODEL/versions/$v/ready is not 200 after the restart"
+        || fail "GET /v2/models/$MODEL/versions/$v/ready is not 200"
     [ "$(http_status "$URL/v2/models/$MODEL/versions/$v")" = 200 ] \
         || fail "GET /v2/models/$MODEL/versions/$v is not 200"
 done
-latest="$("$PYTHON" - "$URL/v1/models/$MODEL:predict" <<'PY'
-import json, sys, urllib.request
-req = urllib.request.Request(sys.argv[1], data=json.dumps({"instances": [[0.0] * 64]}).encode(),
-                             headers={"Content-Type": "application/json"})
-with urllib.request.urlopen(req, timeout=10) as r:
-    body = json.load(r)
-    print(body.get("model_version") or r.headers.get("X-Model-Version"))
-PY
-)" || fail "V1 predict on the latest version failed"
-[ "$latest" = 2 ] || fail "the latest version served is '$latest', expected 2"
 "$PYTHON" deploy/invariance_check.py --url "$URL" --model "$MODEL" --version 2 --v2 \
     || fail "version 2: versioned V1/V2 predictions or invariance failed"
-log "version 2 ready and answering (versioned V1 and V2; unversioned requests get version $latest)"
+replica_check spread --requests $((REPLICAS * 4)) || fail "replicas differ on version 2"
+log "version 2 ready and answering on every replica (versioned V1 and V2; unversioned requests get version 2)"
 record "version 2 checks" "$(elapsed_since "$t0")"
 
 # ---------------------------------------------------------------------------------------------- down
@@ -270,5 +310,7 @@ echo
 echo "deploy-test: phase timings"
 for p in "${PHASES[@]}"; do echo "  $p"; done
 echo "  total                                        $(elapsed_since "$T_START")s"
+echo "  one of $REPLICAS replicas killed under load: $KILL_SUMMARY"
+echo "  training job end -> version 2 answering through the balancer (no restart): $TIME_TO_V2"
 echo "  image $INVARIANT_IMAGE: $IMAGE_SIZE (base $BASE_IMAGE: $(docker image inspect -f '{{.Size}}' "$BASE_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
 echo "deploy-test: PASSED"

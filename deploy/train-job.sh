@@ -7,7 +7,7 @@
 # first checks the repository and exits 0 without training when model NAME already has a version: this is
 # what the compose file's default command uses, so `docker compose up` trains the demo model on the first
 # start only. `docker compose run --rm train ARGS...` replaces the default command and always trains (a new
-# model, or the next version of an existing one).
+# model, or the next version of an existing one). The last line says when training ended.
 set -eu
 repository="${INVARIANT_REPOSITORY:-/models}"
 if [ "${1:-}" = "--if-missing" ]; then
@@ -21,4 +21,8 @@ if [ "${1:-}" = "--if-missing" ]; then
         fi
     done
 fi
-exec python -m training --repository "$repository" "$@"
+# Not exec: after training, print when it ended (epoch seconds), for the deployment test's time to serve.
+status=0
+python -m training --repository "$repository" "$@" || status=$?
+echo "invariant-train-job: training exited with status $status at $(date +%s.%N)"
+exit "$status"

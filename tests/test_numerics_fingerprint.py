@@ -82,7 +82,7 @@ def test_portable_numerics_pin_the_levers_and_a_mismatch_is_not_ready_with_the_r
     reason = model_ready.json()["error"]
     # Refused by the fingerprint check, which runs after the self-test: the self-test passed with the levers
     # pinned. The reason names both fingerprints and the parts, where the pinned levers show.
-    assert reason.startswith("model 'tiny' version 1 is not served: numerics fingerprint ")
+    assert reason.startswith("model 'tiny' is not ready: numerics fingerprint ")
     assert f"is not the expected {plain}: this replica would compute different bits" in reason
     assert "'cpu_capability': 'DEFAULT'" in reason
     for name, value in PORTABLE_ENVIRONMENT.items():

@@ -1,0 +1,201 @@
+"""The Kubernetes and KServe manifests (deploy/k8s/) validate offline, and agree with the server: ports,
+probe paths, setting names, drain time, non-root user; the compose file and the balancer agree too."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from conftest import ROOT
+from kserve_schemas import INFERENCE_SERVICE, POD_FIELDS, SERVING_RUNTIME
+
+from service.app import create_app
+from service.settings import Settings
+
+K8S = ROOT / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.33"  # lifecycle.preStop.sleep needs >= 1.30
+APP_UID = 10001  # the Dockerfile's USER
+# Settings the issue-9 work adds (API keys from files); the manifests already mount the Secret for them.
+PENDING_SETTINGS = {"api_keys_file", "admin_keys_file"}
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def by_kind() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(K8S.rglob("*.yaml")):
+        for doc in documents(path):
+            found[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
+    return found
+
+
+MANIFESTS = by_kind()
+CORE = {key: doc for key, doc in MANIFESTS.items() if "kserve.io" not in doc["apiVersion"]}
+KSERVE = {key: doc for key, doc in MANIFESTS.items() if "kserve.io" in doc["apiVersion"]}
+
+
+def as_pod(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The PodSpec fields embedded in a KServe object, as a Pod kubernetes-validate can check."""
+    pod_spec = {key: value for key, value in spec.items() if key in POD_FIELDS}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": pod_spec}
+
+
+def test_every_manifest_kind_is_there() -> None:
+    assert sorted(MANIFESTS) == [
+        "Deployment/invariant-serve",
+        "HorizontalPodAutoscaler/invariant-serve",
+        "InferenceService/invariant-digits",
+        "InferenceService/invariant-digits-runtime",
+        "Job/invariant-train-digits",
+        "PersistentVolumeClaim/invariant-models",
+        "PodDisruptionBudget/invariant-serve",
+        "Secret/invariant-serve-keys",
+        "Service/invariant-serve",
+        "ServingRuntime/invariant-serve",
+    ]
+
+
+@pytest.mark.parametrize("key", sorted(CORE))
+def test_core_manifests_validate_strictly(key: str) -> None:
+    assert kubernetes_validate.validate(CORE[key], KUBERNETES_VERSION, strict=True) == KUBERNETES_VERSION
+
+
+def test_strict_validation_catches_a_misspelled_field() -> None:
+    broken = copy.deepcopy(CORE["Deployment/invariant-serve"])
+    container = broken["spec"]["template"]["spec"]["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("key", sorted(KSERVE))
+def test_kserve_objects_validate_against_their_schema_and_kubernetes(key: str) -> None:
+    doc = KSERVE[key]
+    schema = INFERENCE_SERVICE if doc["kind"] == "InferenceService" else SERVING_RUNTIME
+    jsonschema.validate(doc, schema)
+    spec = doc["spec"]["predictor"] if doc["kind"] == "InferenceService" else doc["spec"]
+    if "containers" in spec:
+        pod = as_pod(doc["metadata"]["name"], spec)
+        assert kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True) == KUBERNETES_VERSION
+
+
+def test_kserve_schema_catches_a_misplaced_field() -> None:
+    broken = copy.deepcopy(KSERVE["InferenceService/invariant-digits"])
+    broken["spec"]["predictor"]["protocolVersion"] = "v2"  # belongs to a ServingRuntime or a model
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, INFERENCE_SERVICE)
+
+
+def server_containers() -> dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, str]]]:
+    """(container, pod spec, annotations) of every manifest that runs the server."""
+    deployment = MANIFESTS["Deployment/invariant-serve"]["spec"]["template"]
+    custom = MANIFESTS["InferenceService/invariant-digits"]
+    runtime = MANIFESTS["ServingRuntime/invariant-serve"]
+    return {
+        "deployment": (deployment["spec"]["containers"][0], deployment["spec"], deployment["metadata"]["annotations"]),
+        "kserve custom container": (
+            custom["spec"]["predictor"]["containers"][0],
+            custom["spec"]["predictor"],
+            custom["metadata"]["annotations"],
+        ),
+        "kserve runtime": (runtime["spec"]["containers"][0], runtime["spec"], runtime["metadata"]["annotations"]),
+    }
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {item["name"]: item.get("value", "") for item in container.get("env", [])}
+
+
+def port_number(container: dict[str, Any], port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    return next(p["containerPort"] for p in container["ports"] if p.get("name") == port)
+
+
+def test_manifests_match_the_servers_settings_ports_and_paths() -> None:
+    app = create_app(Settings())
+    paths = set(app.openapi()["paths"]) | {route.path for route in app.routes if hasattr(route, "path")}
+    assert {"/v2/health/ready", "/v2/health/live", "/metrics"} <= paths
+    for where, (container, pod, pod_annotations) in server_containers().items():
+        env = env_of(container)
+        unknown = {name[len("INVARIANT_") :].lower() for name in env} - set(Settings.model_fields) - PENDING_SETTINGS
+        assert not unknown, f"{where}: INVARIANT_* variables that are no setting: {unknown}"
+        port = int(env["INVARIANT_PORT"])
+        assert [p["containerPort"] for p in container["ports"]] == [port], where
+        assert env["INVARIANT_HOST"] == "0.0.0.0", where
+        assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready", where
+        assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live", where
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            if probe in container:
+                assert port_number(container, container[probe]["httpGet"]["port"]) == port, f"{where} {probe}"
+        prometheus_port = pod_annotations.get("prometheus.io/port") or pod_annotations.get("prometheus.kserve.io/port")
+        prometheus_path = pod_annotations.get("prometheus.io/path") or pod_annotations.get("prometheus.kserve.io/path")
+        assert (prometheus_port, prometheus_path) == (str(port), "/metrics"), where
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, where
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False, where
+        user = pod.get("securityContext", {}).get("runAsUser") or container["securityContext"].get("runAsUser")
+        assert user == APP_UID, where
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert mounts[env["INVARIANT_API_KEYS_FILE"].rsplit("/", 1)[0]]["readOnly"] is True, where
+
+
+def test_kserve_container_rules() -> None:
+    for where in ("kserve custom container", "kserve runtime"):
+        container = server_containers()[where][0]
+        assert container["name"] == "kserve-container"
+        assert [p["containerPort"] for p in container["ports"]] == [8080]
+    assert MANIFESTS["ServingRuntime/invariant-serve"]["spec"]["protocolVersions"] == ["v2"]
+    custom = MANIFESTS["InferenceService/invariant-digits"]["metadata"]["annotations"]
+    assert custom["serving.kserve.io/enable-prometheus-scraping"] == "true"
+
+
+def test_draining_fits_in_the_termination_grace_period() -> None:
+    settings = Settings()
+    for where, (container, pod, _) in server_containers().items():
+        if "lifecycle" not in container:
+            continue
+        pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        # The server waits up to request_timeout_s + 5 for requests in flight (service/cli.py).
+        drain = settings.request_timeout_s + 5
+        assert pod["terminationGracePeriodSeconds"] >= pre_stop + drain, where
+
+
+def test_service_hpa_pdb_and_job_point_at_the_deployment_and_volume() -> None:
+    deployment = MANIFESTS["Deployment/invariant-serve"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    service = MANIFESTS["Service/invariant-serve"]["spec"]
+    assert service["selector"].items() <= labels.items()
+    assert service["ports"][0]["targetPort"] == "http"
+    assert MANIFESTS["PodDisruptionBudget/invariant-serve"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    target = MANIFESTS["HorizontalPodAutoscaler/invariant-serve"]["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", "invariant-serve")
+    claim = "invariant-models"
+    job = MANIFESTS["Job/invariant-train-digits"]["spec"]["template"]["spec"]
+    job_volume = next(v for v in job["volumes"] if v["name"] == "models")
+    assert job_volume["persistentVolumeClaim"]["claimName"] == claim
+    server_volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "models")
+    assert server_volume["persistentVolumeClaim"] == {"claimName": claim, "readOnly": True}
+    assert env_of(job["containers"][0])["INVARIANT_REPOSITORY"] == "/models"
+
+
+def test_compose_and_balancer_check_the_same_readiness_path_and_port() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    server = compose["services"]["server"]
+    assert "ports" not in server  # only the balancer publishes a port
+    assert "/v2/health/ready" in " ".join(server["healthcheck"]["test"])
+    haproxy = (ROOT / "deploy" / "balancer" / "haproxy.cfg").read_text()
+    assert re.search(r"^\s*option httpchk GET /v2/health/ready$", haproxy, re.M)
+    template = re.search(r"^\s*server-template \S+ \S+ server:(\d+)$", haproxy, re.M)
+    assert template is not None
+    assert template.group(1) == server["environment"]["INVARIANT_PORT"]
+    bind = re.search(r"^\s*bind :(\d+)$", haproxy, re.M)
+    assert bind is not None
+    assert compose["services"]["balancer"]["ports"] == ["127.0.0.1:${INVARIANT_HOST_PORT:-8000}:" + bind.group(1)]
