@@ -120,6 +120,7 @@ class ModelRegistry:
         self._refused: dict[Key, Refusal] = {}  # versions that do not serve, until their files change
         self._reload_refused: dict[Key, Refusal] = {}  # serving versions whose changed files were refused
         self._draining: dict[Key, int] = {}  # copies still finishing their requests
+        self._retired: list[tuple[Key, ServedModel]] = []  # out of the working set, drained once published
         self._unloaded: set[str] = set()  # explicit mode: unloaded through the API
         self._tasks: set[asyncio.Task[Any]] = set()
         self._metric_keys: set[Key] = set()
@@ -220,8 +221,9 @@ class ModelRegistry:
         if not self.has(name):
             raise BadRequest(f"unknown model {name!r}; available: {self.names()}")
         self._unloaded.add(name)
-        drains = [self._retire(key) for key in list(self._serving) if key[0] == name]
-        self._publish()
+        for key in [key for key in self._serving if key[0] == name]:
+            self._retire(key)
+        drains = self._publish()
         if drains:
             await asyncio.wait(drains)
 
@@ -312,14 +314,15 @@ class ModelRegistry:
             previous = self._serving.get(key)
             self._serving[key] = result
             if previous is not None:  # a reload: the old copy finishes its requests
-                self._drain(key, previous)
-            await asyncio.to_thread(_freeze_survivors)
+                self._retired.append((key, previous))
         elif key in self._serving:
             self._reload_refused[key] = result
         else:
             self._refused[key] = result
         self._retire_displaced(name)
         self._publish()
+        if isinstance(result, ServedModel):
+            await asyncio.to_thread(_freeze_survivors)
 
     def _compute_failed(self, key: Key, reason: str) -> None:
         """A version whose compute thread died stops serving (its requests already failed with 503); the
@@ -335,12 +338,8 @@ class ModelRegistry:
         self.fatal = f"model {key[0]} version {key[1]}: {reason}"
         self._on_fatal(self.fatal)
 
-    def _retire(self, key: Key) -> asyncio.Task[None]:
-        return self._drain(key, self._serving.pop(key))
-
-    def _drain(self, key: Key, served: ServedModel) -> asyncio.Task[None]:
-        self._draining[key] = self._draining.get(key, 0) + 1
-        return self._spawn(self._drain_then_free(key, served))
+    def _retire(self, key: Key) -> None:
+        self._retired.append((key, self._serving.pop(key)))
 
     async def _drain_then_free(self, key: Key, served: ServedModel) -> None:
         # Requests that looked this version up before the swap are already in its queue (lookup and enqueue
@@ -365,7 +364,12 @@ class ModelRegistry:
 
     # --- publishing ------------------------------------------------------------------------------------
 
-    def _publish(self) -> None:
+    def _publish(self) -> list[asyncio.Task[None]]:
+        """Replace the snapshot with the working state, then start draining the copies it no longer holds:
+        only after the swap, so no request can look up a copy that already refuses new work."""
+        retired, self._retired = self._retired, []
+        for key, _ in retired:
+            self._draining[key] = self._draining.get(key, 0) + 1
         serving: dict[str, dict[int, ServedModel]] = {}
         for (name, version), served in sorted(self._serving.items()):
             serving.setdefault(name, {})[version] = served
@@ -384,6 +388,7 @@ class ModelRegistry:
         latest = {name: versions[max(versions)] for name, versions in serving.items()}
         self._snapshot = Snapshot(serving, latest, unserved, tuple(index))  # the one atomic step
         self._record_states(index)
+        return [self._spawn(self._drain_then_free(key, served)) for key, served in retired]
 
     def _state_of(self, key: Key, wanted: bool) -> tuple[State, str]:
         if key in self._serving:

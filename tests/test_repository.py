@@ -6,12 +6,14 @@ Every wait is on a condition with a bounded deadline, never on a sleep; the poll
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import tritonclient.http as triton
 from bad_input_helpers import ROW
@@ -21,6 +23,9 @@ from repository_helpers import entry, index, states, until_state, wait_for, writ
 from tritonclient.utils import InferenceServerException
 
 from models.checkpoint import NOT_A_VERSION
+from service.metrics import Metrics
+from service.registry import ModelRegistry
+from service.settings import Settings
 
 POLL = ("--poll-interval-s", "0.1")
 
@@ -241,3 +246,29 @@ def test_the_index_answers_in_none_mode_and_shows_versions_it_will_not_load(
         bad = http.post("/v2/repository/index", json={"ready": "yes"})
         assert (bad.status_code, bad.json()) == (400, {"error": "\"ready\" must be true or false, got 'yes'"})
         assert served_version(http) == "1"
+
+
+def test_a_request_never_finds_a_copy_that_is_already_draining(tmp_path: Path) -> None:
+    """In process, a request's own steps (look up, then submit) run in a loop while a reload swaps the
+    serving copy: the old copy starts draining only after the new snapshot is published."""
+    write_checkpoint(tmp_path, "tiny")
+    registry = ModelRegistry(Settings(repository=tmp_path, model_control="explicit"), Metrics())
+    row = np.zeros((1, 16), dtype=np.float32)
+
+    async def scenario() -> tuple[int, bool]:
+        await registry.start()
+        try:
+            before = registry.get_ready("tiny")
+            reload = asyncio.create_task(registry.load("tiny"))
+            answered = 0
+            while not reload.done():
+                await registry.get_ready("tiny").batcher.submit(row, 10)  # NotReady if it were draining
+                answered += 1
+            assert await reload == [1]
+            return answered, registry.get_ready("tiny") is not before
+        finally:
+            await registry.close()
+
+    answered, swapped = asyncio.run(scenario())
+    assert swapped
+    assert answered > 0

@@ -1,12 +1,14 @@
 """Versions arrive, break and go while clients keep sending (a bounded version of the lifecycle bench).
 
-Four closed-loop clients on the unversioned route while v2 is written, a garbage v3 appears and v1's
-directory is deleted: no request fails, every answered row equals (bitwise) the row answered alone by the
-version named in `X-Model-Version`, and v3 never answers. Each step waits on a condition, never a sleep.
+Four closed-loop clients on the unversioned route while v2 is written, a garbage v3 appears, v1's
+directory is deleted and v2's files are touched (a reload swaps its serving copy): no request fails, every
+answered row equals (bitwise) the row answered alone by the version named in `X-Model-Version`, and v3 never
+answers. Each step waits on a condition, never a sleep.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -43,6 +45,10 @@ def test_versions_swap_under_load_with_no_failed_request(tmp_path: Path) -> None
 
             shutil.rmtree(repository / "tiny" / "1")
             wait_for("v1 to be unloaded", until_state(http, "tiny", "1", None))
+
+            # v2's files touched in place: reloaded, and the new copy replaces the old one under load.
+            os.utime(repository / "tiny" / "2" / "manifest.json")
+            wait_for("v2 to be reloaded", lambda: server.log().count("model tiny version 2 ready") == 2 or None)
             after = clients.count("2")
             wait_for("more answers from v2", lambda: clients.count("2") >= after + 10 or None)
             answers = clients.stop()
