@@ -32,9 +32,13 @@ def bodies() -> dict[str, bytes]:
     data = load_digits().data.astype(int).tolist()  # (1797, 64) integers 0..16
     large = [data[i % len(data)] for i in range(8192)]
     oversized: list[list[int]] = []
-    row_bytes = len(json.dumps(data[0], separators=(",", ":"))) + 1
-    while (len(oversized) + 1) * row_bytes < 8 * 1024 * 1024 - 1024:  # just under --max-body-bytes
-        oversized.append(data[len(oversized) % len(data)])
+    size = 0
+    while True:  # just under --max-body-bytes: read in full, then refused for its rows (not its size)
+        row = data[len(oversized) % len(data)]
+        size += len(json.dumps(row, separators=(",", ":"))) + 1
+        if size > 8 * 1024 * 1024 - 1024:
+            break
+        oversized.append(row)
     return {
         "small": post(PATH, json.dumps({"instances": data[:1]}).encode()),
         "large": post(PATH, json.dumps({"instances": large}).encode()),

@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, executor_factory: ServingExecut
             "server with `python -m service --portable-numerics` (the CLI sets them) or set them yourself"
         )
     metrics = Metrics(settings.chunk_rows if isinstance(settings.chunk_rows, int) else None)
-    registry = ModelRegistry(settings, metrics, executor_factory)
+    registry = ModelRegistry(settings, metrics, executor_factory, on_fatal=request_restart)
     inference = Inference(registry, settings, metrics)
 
     @asynccontextmanager
@@ -85,6 +85,13 @@ def create_app(settings: Settings | None = None, executor_factory: ServingExecut
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
+
+
+def request_restart(reason: str) -> None:
+    """A compute thread died: shut down gracefully (SIGTERM, as a supervisor would), then exit non-zero
+    (lifespan), so that uvicorn's worker supervisor, docker or systemd starts a fresh process."""
+    log.critical("stopping the process so that its supervisor restarts it: %s", reason)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def app_from_environment() -> FastAPI:

@@ -169,7 +169,7 @@ class Batcher:
     def _compute_loop(self) -> None:
         try:
             self._serve_chunks()
-        except BaseException as exc:
+        except BaseException as exc:  # whatever ends the thread (a bug, MemoryError), the model must say so
             self._fail(f"compute thread died: {type(exc).__name__}: {exc}")
             log.critical("model %s version %s: %s", *self._labels, self.failure, exc_info=exc)
 

@@ -14,8 +14,6 @@ import ctypes
 import functools
 import gc
 import logging
-import os
-import signal
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -39,13 +37,6 @@ from service.policy import parse_policy
 from service.settings import Settings
 
 log = logging.getLogger("invariant.registry")
-
-
-def request_restart(reason: str) -> None:
-    """Ask this process to shut down gracefully (SIGTERM, as a supervisor would); it then exits non-zero
-    (app lifespan), so that uvicorn's worker supervisor, docker or systemd starts a fresh one."""
-    log.critical("stopping the process so that its supervisor restarts it: %s", reason)
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 Key = tuple[str, int]  # (model name, version)
@@ -104,7 +95,7 @@ class ModelRegistry:
         settings: Settings,
         metrics: Metrics,
         executor_factory: ServingExecutorFactory | None = None,
-        on_fatal: Callable[[str], None] = request_restart,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self._on_fatal = on_fatal
@@ -336,7 +327,8 @@ class ModelRegistry:
         log.critical("model %s version %d FAILED: %s", *key, reason)
         self._publish()
         self.fatal = f"model {key[0]} version {key[1]}: {reason}"
-        self._on_fatal(self.fatal)
+        if self._on_fatal is not None:
+            self._on_fatal(self.fatal)
 
     def _retire(self, key: Key) -> None:
         self._retired.append((key, self._serving.pop(key)))

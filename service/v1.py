@@ -3,6 +3,7 @@ numbers or an object keyed by the model's feature names."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from typing import Any
@@ -13,7 +14,7 @@ from starlette.responses import Response
 from service.errors import BadRequest
 from service.executor import Float32Array, Outputs
 from service.hotpath import Handler
-from service.http import OFFLOAD_BYTES, BodyReader, json_response, model_headers, parse_json_object
+from service.http import OFFLOAD_BYTES, OFFLOAD_ROWS, BodyReader, json_response, model_headers, parse_json_object
 from service.inference import Admission, Inference
 from service.inputs import rows_from_instances
 from service.loader import ServedModel
@@ -70,7 +71,9 @@ def v1_predict_handler(inference: Inference) -> Handler:
             served, outputs = await inference.predict(
                 "v1", name, version, lambda model: _instances(body, model), admission
             )
-        return json_response(_predictions(served, outputs), headers=model_headers(served))
+        if len(outputs.class_index) < OFFLOAD_ROWS:
+            return _answer(served, outputs)
+        return await asyncio.to_thread(_answer, served, outputs)  # thousands of rows: beside the event loop
 
     return predict
 
@@ -98,6 +101,10 @@ def _instances(body: dict[str, Any], served: ServedModel) -> Float32Array:
         raise BadRequest('request body must have "instances": a list of rows')
     spec = served.manifest.input
     return rows_from_instances(body["instances"], spec.shape, spec.feature_names)
+
+
+def _answer(served: ServedModel, outputs: Outputs) -> Response:
+    return json_response(_predictions(served, outputs), headers=model_headers(served))
 
 
 def _predictions(served: ServedModel, outputs: Outputs) -> dict[str, Any]:

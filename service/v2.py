@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from service.binary import HEADER, encode_tensor, flag_of, split_body, take_bina
 from service.errors import BadRequest, NotReady
 from service.executor import Float32Array, Outputs
 from service.hotpath import Handler
-from service.http import BodyReader, json_response, model_headers, parse_json_object
+from service.http import OFFLOAD_ROWS, BodyReader, json_response, model_headers, parse_json_object
 from service.inference import Admission, Inference
 from service.inputs import rows_from_bytes, rows_from_flat
 from service.loader import ServedModel
@@ -87,7 +88,9 @@ def v2_infer_handler(inference: Inference) -> Handler:
         served, outputs = await inference.predict(
             "v2", name, version, lambda model: _input_rows(body, binary, model), admission
         )
-        return _infer_response(body, served, outputs)
+        if len(outputs.class_index) < OFFLOAD_ROWS:
+            return _infer_response(body, served, outputs)
+        return await asyncio.to_thread(_infer_response, body, served, outputs)  # thousands of rows
 
     return infer
 
