@@ -6,7 +6,7 @@ REPOSITORY ?= model-repository
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv test lint typecheck serve train-demo bench soak deploy-test clean
+.PHONY: venv test lint typecheck serve train-demo bench soak bench-peers deploy-test clean
 
 # The stamp depends on the lock files, so a changed pin reinstalls. torch==2.13.0 resolves to the CPU
 # wheel on these machines (pip finds it on disk), never a CUDA download.
@@ -43,6 +43,10 @@ bench: venv
 MINUTES ?= 10
 soak: venv
 	$(BIN)/python bench/soak.py --minutes $(MINUTES)
+
+# MLServer, Ray Serve, BentoML and LitServe, each in its own venv under bench/peers/.venvs/ (first run installs).
+bench-peers: venv
+	$(BIN)/python bench/peers/run_peers.py
 
 deploy-test: venv
 	bash deploy/deploy_test.sh

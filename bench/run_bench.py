@@ -184,10 +184,20 @@ class Load:
 _RESULT = re.compile(r"BENCH_RESULT (.*)")
 
 
-def run_wrk(wrk: str, url: str, body: Path, connections: int, seconds: float, rows: int, model: str = MODEL) -> Load:
+def run_wrk(
+    wrk: str,
+    url: str,
+    body: Path,
+    connections: int,
+    seconds: float,
+    rows: int,
+    model: str = MODEL,
+    target: str | None = None,
+) -> Load:
+    """`target`: the full URL to POST to (another server's route); default our V1 predict route of `model`."""
     command = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "-s", str(BENCH / "post.lua")]
     done = subprocess.run(
-        [*command, f"{url}/v1/models/{model}:predict"],
+        [*command, target or f"{url}/v1/models/{model}:predict"],
         env={**os.environ, "BENCH_BODY": str(body)},
         capture_output=True,
         text=True,
