@@ -232,8 +232,8 @@ def explicit_scenario(work: Path, pool: np.ndarray, args: argparse.Namespace) ->
         ("answers whose rows differ from that version's solo answers", len(result.mismatches)),
         ("failed requests on versions that stayed loaded", len(wrong)),
         (
-            "requests to v1 after it was displaced: (status, {error}) seen",
-            sorted({(a.status, a.body[:11]) for a in v1_after}),
+            "requests to v1 after it was displaced: count, (status, is {error}) seen",
+            (len(v1_after), sorted({(a.status, a.body.startswith('{"error":')) for a in v1_after})),
         ),
         ("requests after unload: count, (status, is {error}) seen", (len(after_unload), sorted(refused_shape))),
         ("latency p50 / p99 (ms)", latency(answers)),
