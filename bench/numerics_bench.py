@@ -16,17 +16,21 @@ A real second CPU (a GPU machine's host) is the test this simulation stands in f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from run_bench import BENCH, ensure_wrk, prepare_model
-from servers import HOST, PYTHON, ROOT, Server, running
+from servers import HOST, PYTHON, ROOT, Server
 
 from service.probe import group_by_digest
-from service.probe_http import ProbeClient, replica_digest
+from service.probe_http import ProbeClient, ProbeError, replica_digest
 
 MODELS = ("digits", "digits-cnn")
 # name -> environment of a simulated CPU (empty: this machine's own)
@@ -61,26 +65,59 @@ def build(repository: Path, results: Path) -> dict[str, Server]:
     return servers
 
 
+@contextlib.contextmanager
+def started(servers: list[Server]) -> Iterator[None]:
+    """Every server up and past loading (live; a server whose models the self-test refused is not ready)."""
+    try:
+        for server in servers:
+            server.launch()
+        deadline = time.monotonic() + 300
+        for server in servers:
+            while not _live(server):
+                if time.monotonic() > deadline or (server.process is not None and server.process.poll() is not None):
+                    raise RuntimeError(f"{server.name} did not start; see {server.log}")
+                time.sleep(0.5)
+        yield
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _live(server: Server) -> bool:
+    with contextlib.suppress(OSError), urllib.request.urlopen(f"{server.url}/v2/health/live", timeout=2) as answer:
+        return answer.status == 200
+    return False
+
+
 def agreement(servers: dict[str, Server]) -> None:
     digests: dict[str, dict[str, str]] = {model: {} for model in MODELS}
     print(f"\n{'server':<18} {'ATen':<8} {'fingerprint':<17} " + " ".join(f"{m + ' digest':<18}" for m in MODELS))
     for name, server in servers.items():
         client = ProbeClient(server.url)
         row = []
-        fingerprint, capability = "", ""
+        fingerprint, capability = "-", "-"
         for model in MODELS:
-            digest, answer = replica_digest(client, client.model(model), None)
+            try:
+                digest, answer = replica_digest(client, client.model(model), None)
+            except ProbeError:  # refused: its self-test failed on this simulated CPU (reason in the log)
+                row.append(f"{'REFUSED':<18}")
+                continue
             digests[model][name] = digest
             fingerprint = answer.headers.get("x-numerics-fingerprint", "?")
+            capability = client.request(f"/v2/models/{model}").body["parameters"]["numerics"]["cpu_capability"]
             row.append(f"{digest:<18}")
-        capability = client.request(f"/v2/models/{MODELS[0]}").body["parameters"]["numerics"]["cpu_capability"]
         print(f"{name:<18} {capability:<8} {fingerprint:<17} " + " ".join(row))
+    for name, server in servers.items():
+        for line in server.log.read_text(errors="replace").splitlines():
+            if "REFUSED" in line:
+                print(f"  {name}: {line.split('invariant.registry: ', 1)[-1]}")
     for model in MODELS:
         for kind in ("plain", "portable"):
             subset = {n: d for n, d in digests[model].items() if n.endswith(kind)}
             groups = group_by_digest(subset)
             verdict = "all agree" if len(groups) == 1 else f"{len(groups)} different bit patterns"
-            print(f"{model:<11} {kind:<9} across {len(subset)} CPUs: {verdict}: {list(groups.values())}")
+            serving = f"{len(subset)} of {len(CPUS)} CPUs serve"
+            print(f"{model:<11} {kind:<9} {serving}: {verdict}: {list(groups.values())}")
 
 
 def cost(servers: dict[str, Server], wrk: str, seconds: float, results: Path) -> None:
@@ -122,7 +159,7 @@ def main() -> int:
     print(f"models: {', '.join(MODELS)} ({how}); load average {os.getloadavg()}")
     wrk = ensure_wrk()
     servers = build(repository, results)
-    with running(list(servers.values())):
+    with started(list(servers.values())):
         agreement(servers)
         if not args.skip_cost:
             cost(servers, wrk, args.seconds, results)
