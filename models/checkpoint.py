@@ -30,12 +30,12 @@ from torch import nn
 
 from models.architectures import build_model
 from models.config import ArchConfig, InputSpec, config_from_dict, config_to_dict
+from models.staging import STAGING_PREFIX, remove_abandoned_staging, staging_prefix
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-STAGING_PREFIX = ".staging-"
 NOT_A_VERSION = "not a version: a version directory is named by ASCII digits without leading zeros"
 
 
@@ -193,12 +193,16 @@ def save_checkpoint(
     model_dir = Path(repository) / manifest.name
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {key: tensor.detach().cpu().contiguous() for key, tensor in model.state_dict().items()}
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
+    remove_abandoned_staging(model_dir)  # left by writers that were killed before publishing
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=model_dir))
     # mkdtemp makes 0700; a published version is readable by a server running as another user (docker).
     staging.chmod(0o755)
     try:
         weights_path = staging / WEIGHTS_FILE
-        save_file(state, str(weights_path))
+        try:
+            save_file(state, str(weights_path))
+        except SafetensorError as exc:  # safetensors reports a full disk as its own error, not OSError
+            raise CheckpointError(f"could not write {WEIGHTS_FILE}: {exc}") from None
         weights_path.chmod(0o644)  # safetensors writes 0600; readable like its 0755 directory
         _fsync(weights_path)
         for file_name, content in artifacts.items():

@@ -73,7 +73,7 @@ def training_summary(manifest: Manifest) -> dict[str, Any]:
         "val_accuracy": manifest.final_metrics.get("val_accuracy"),
         "val_loss": manifest.final_metrics.get("val_loss"),
     }
-    for key in ("optimizer", "lr", "weight_decay", "batch_size", "seed", "early_stopping", "stopped_early"):
+    for key in ("optimizer", "lr", "weight_decay", "batch_size", "seed", "early_stopping"):
         if key in record:
             summary[key] = record[key]
     source = record.get("data_source")

@@ -205,6 +205,8 @@ def test_process_killed_before_publishing_leaves_only_an_ignored_staging_dir(tmp
     assert list_versions(tmp_path, "m") == []
     assert list_model_names(tmp_path) == []
     assert save(tmp_path) == tmp_path / "m" / "1"  # the next writer is not confused by the leftover
+    # ... and removes it: its name proves its writer (pid, start time, namespace, boot) is gone.
+    assert [path.name for path in (tmp_path / "m").iterdir()] == ["1"]
 
 
 def test_changed_weights_fail_the_sha256_check(tmp_path: Path) -> None:

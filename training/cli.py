@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--bn-momentum",
         type=float,
         metavar="M",
-        help="BatchNorm running-statistics momentum, 1 - beta of the notes' eq. (4): "
-        f"mu <- (1 - M) mu + M E[z] (default: {DEFAULT_BN_MOMENTUM})",
+        help="BatchNorm running-statistics momentum: after every training batch, running_mean <- (1 - M) "
+        "running_mean + M batch_mean, and the same for the variance; --norm batch only "
+        f"(default: {DEFAULT_BN_MOMENTUM})",
     )
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="(default: sgd)")
@@ -95,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=5e-4,
         metavar="LAMBDA",
-        help="sgd: coupled (eq. 6), adamw: decoupled; see below (default: 5e-4)",
+        help="weight decay of weight matrices and conv kernels; sgd: coupled (lambda*W added to the gradient), "
+        "adamw: decoupled (W shrunk by lr*lambda each step); see below (default: 5e-4)",
     )
     optim.add_argument("--epochs", type=int, metavar="N", default=20, help="(default: 20)")
     optim.add_argument(
@@ -108,6 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 64)",
     )
     optim.add_argument("--seed", type=int, metavar="N", default=0, help="(default: 0)")
+    optim.add_argument(
+        "--keep",
+        choices=["best", "last"],
+        default="last",
+        help="which epoch's weights are saved: the last one, or the one with the lowest validation loss "
+        "(the manifest's training.kept_epoch says which) (default: last)",
+    )
+    optim.add_argument(
+        "--early-stopping",
+        type=int,
+        metavar="PATIENCE",
+        help="stop once PATIENCE epochs in a row have not lowered the validation loss (default: run every epoch)",
+    )
     dist = parser.add_argument_group("distributed (torchrun --nproc-per-node W -m training ...)")
     dist.add_argument(
         "--sync-bn",
@@ -150,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingFailed as exc:
         return _fail(exc, 1)
     if result is not None:  # None: a torchrun rank other than 0, which writes nothing
-        print(summary(result.history))
+        print(summary(result.history, result.kept_epoch))
         print(f"checkpoint: {result.version_dir}")
     return 0
 

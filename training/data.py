@@ -8,6 +8,7 @@ All features are float32 tensors shaped `(N, *input_shape)`, laid out as the arc
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,9 @@ SYNTHETIC_ROWS = 480
 SYNTHETIC_SIDE = 4  # 16 features: (N, 16) for the MLP, (N, 1, 4, 4) for the CNN
 SYNTHETIC_CLASSES = 3
 SYNTHETIC_DATA_SEED = 0
+# An unnamed numeric label column with more distinct values than this (and than a fifth of the rows) is
+# taken for a continuous target and refused.
+MAX_UNNAMED_CLASSES = 20
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ def load_dataset(data: str, arch: str, label_column: str | None = None) -> Datas
         flat, image_shape = _synthetic()
     else:
         table = read_csv(Path(data), label_column)
+        if label_column is None:
+            check_labels_look_categorical(table.labels, table.label_column, f"CSV {data}")
         labels, class_labels = encode_labels(list(table.labels), f"CSV {data} label column {table.label_column!r}")
         flat, image_shape = Dataset(table.features, labels, table.feature_names, class_labels, data), None
     row = ARCHITECTURES[arch]
@@ -103,20 +109,74 @@ def _synthetic() -> tuple[Dataset, tuple[int, int, int]]:
 
 
 def encode_labels(labels: list[str], where: str) -> tuple[torch.Tensor, tuple[str, ...]]:
-    """Label strings -> (N,) int64 indices and the sorted class labels (numerically when all are numbers)."""
-    classes = sorted(set(labels), key=_label_sort_key(labels))
+    """Label strings -> (N,) int64 indices and the class labels, in an order that depends only on the labels
+    (never on hashing, so every process gives the same indices and weights).
+
+    Labels are text compared after Unicode NFC normalization: "é" typed as one code point or as "e" plus a
+    combining accent is one class, returned in its NFC form. When every label is a finite number the classes
+    sort numerically ("2" before "10"); two spellings of one number ("1", "1.0", "01") are refused, because
+    whether they are one class or two is the user's decision. Otherwise the classes sort as strings.
+    """
+    labels = [unicodedata.normalize("NFC", label) for label in labels]
+    distinct = set(labels)
+    values = _numeric_values(distinct)
+    if values is None:
+        classes = sorted(distinct)
+    else:
+        _refuse_respelled_numbers(values, where)
+        classes = sorted(distinct, key=lambda label: (values[label], label))
     if len(classes) < 2:
         raise InputError(f"{where} has a single class {classes[0]!r}; need at least 2 to train a classifier")
     index = {label: position for position, label in enumerate(classes)}
     return torch.tensor([index[label] for label in labels], dtype=torch.int64), tuple(classes)
 
 
-def _label_sort_key(labels: list[str]) -> type[str] | type[float]:
-    # "2" before "10" when every label is a number; plain string order otherwise.
-    try:
-        return float if all(math.isfinite(float(label)) for label in set(labels)) else str
-    except ValueError:
-        return str
+def _numeric_values(labels: set[str]) -> dict[str, float] | None:
+    """Each label's number when every label is a finite number, else None."""
+    values = {}
+    for label in labels:
+        try:
+            value = float(label)
+        except ValueError:
+            return None
+        if not math.isfinite(value):
+            return None
+        values[label] = value
+    return values
+
+
+def _refuse_respelled_numbers(values: dict[str, float], where: str) -> None:
+    spellings: dict[float, list[str]] = {}
+    for label, value in values.items():
+        spellings.setdefault(value, []).append(label)
+    clashes = sorted((sorted(group) for group in spellings.values() if len(group) > 1), key=lambda g: values[g[0]])
+    if clashes:
+        shown = " and ".join(repr(label) for label in clashes[0])
+        raise InputError(
+            f"{where}: labels {shown} are the same number written differently; write each class one way "
+            "(as text they would be separate classes, as numbers one)"
+        )
+
+
+def check_labels_look_categorical(labels: tuple[str, ...], column: str, where: str) -> None:
+    """Refuse a label column that was not named and looks like a continuous target (a regression column):
+    numbers that are not whole, or more distinct numbers than a classifier's classes would be (over 20 and
+    over a fifth of the rows). Training on it would silently give one class per value."""
+    values = _numeric_values(set(labels))
+    if values is None:
+        return
+    fractional = next((label for label, value in sorted(values.items()) if not value.is_integer()), None)
+    limit = max(MAX_UNNAMED_CLASSES, len(labels) // 5)
+    if fractional is not None:
+        why = f"{fractional!r} is not a whole number"
+    elif len(values) > limit:
+        why = f"{len(values)} distinct numbers in {len(labels)} rows"
+    else:
+        return
+    raise InputError(
+        f"{where}: the last column {column!r} looks continuous, not like class labels ({why}); name the label "
+        f"column with --label-column (--label-column {column} trains on it as classes anyway)"
+    )
 
 
 def split_dataset(dataset: Dataset, val_fraction: float, generator: torch.Generator) -> Split:

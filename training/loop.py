@@ -153,6 +153,48 @@ def evaluate(model: nn.Module, data: Dataset) -> tuple[float, float]:
     return loss_sum / len(data), correct / len(data)
 
 
+@dataclass
+class Selection:
+    """Which epoch's weights the model ends with, and when training stops early.
+
+    keep "last": the final epoch's weights; "best": those of the epoch with the lowest validation loss (the
+    earliest on a tie), copied when it happens and restored at the end. `patience`: stop once that many
+    epochs in a row have not lowered the best validation loss (None: run every epoch). Validation numbers
+    are rank 0's, shared with every rank, so all ranks stop at the same epoch.
+    """
+
+    keep: str = "last"
+    patience: int | None = None
+    best_epoch: int = 0
+    best_loss: float = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+
+    def after_epoch(self, model: nn.Module, metrics: EpochMetrics) -> bool:
+        """Record the epoch; True when training should stop."""
+        if metrics.val_loss < self.best_loss:
+            self.best_loss, self.best_epoch = metrics.val_loss, metrics.epoch
+            if self.keep == "best":
+                self.best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+        return self.patience is not None and metrics.epoch - self.best_epoch >= self.patience
+
+    def finish(self, model: nn.Module, epochs_run: int) -> int:
+        """Load the kept weights into `model`; returns the kept epoch."""
+        if self.keep == "best" and self.best_state is not None:
+            model.load_state_dict(self.best_state, strict=True)
+            return self.best_epoch
+        return epochs_run
+
+
+@dataclass(frozen=True)
+class FitResult:
+    history: list[EpochMetrics]  # every epoch run (fewer than asked when stopped early)
+    kept_epoch: int  # whose weights the model holds now (1-based)
+
+    @property
+    def kept(self) -> EpochMetrics:
+        return self.history[self.kept_epoch - 1]
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -162,8 +204,10 @@ def fit(
     seed: int,
     world: World = SINGLE,
     progress: bool = True,
-) -> list[EpochMetrics]:
-    """Train for `epochs` epochs of global batches of `batch_size` rows, validating after each.
+    selection: Selection | None = None,
+) -> FitResult:
+    """Train for up to `epochs` epochs of global batches of `batch_size` rows, validating after each; the
+    model ends with the weights `selection` keeps (default: the last epoch's, every epoch run).
 
     With several ranks the model is wrapped in DistributedDataParallel (gradients averaged over ranks:
     each rank's loss is the mean over its batch_size / world.size rows, so the average is the mean over the
@@ -171,6 +215,7 @@ def fit(
     the one written, and its numbers are shared so every rank's history is the same. A progress bar per
     epoch on stderr, rank 0 only.
     """
+    selection = selection or Selection()
     trained = nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
     history: list[EpochMetrics] = []
     for epoch in range(1, epochs + 1):
@@ -194,4 +239,6 @@ def fit(
             bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val_acc=f"{val_accuracy:.4f}")
         seconds = time.perf_counter() - started
         history.append(EpochMetrics(epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds))
-    return history
+        if selection.after_epoch(model, history[-1]):
+            break
+    return FitResult(history, selection.finish(model, len(history)))

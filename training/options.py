@@ -19,6 +19,7 @@ from training.errors import InputError
 
 Norm = NormKind
 OptimizerName = Literal["sgd", "adamw"]
+KeepPolicy = Literal["best", "last"]
 
 BUILTIN_DATA = ("digits", "synthetic")  # both have image rows, so every layout in ARCHITECTURES can take them
 # Tuned on digits (20 epochs, 5 seeds): val accuracy 0.97-0.99 for both architectures.
@@ -30,7 +31,7 @@ MAX_SEED = 2**63 - 1
 
 # How each optimizer applies --weight-decay; written into the manifest and shown by --help.
 WEIGHT_DECAY_KIND: dict[str, str] = {
-    "sgd": "coupled: lambda*W is added to the gradient, so with momentum 0 one step is the notes' eq. (6) "
+    "sgd": "coupled: lambda*W is added to the gradient, so with momentum 0 one step is "
     "W <- (1 - lr*lambda) W - lr*grad",
     "adamw": "decoupled: W <- (1 - lr*lambda) W, then the Adam step on the loss gradient alone",
 }
@@ -57,6 +58,8 @@ class TrainOptions:
     repository: Path
     world_size: int  # processes training together: WORLD_SIZE from torchrun, else 1
     sync_bn: bool  # BatchNorm statistics of the global batch (SyncBatchNorm); only with --norm batch
+    keep: KeepPolicy = "last"  # whose weights are saved: the last epoch's or the lowest validation loss's
+    early_stopping: int | None = None  # stop after this many epochs without a lower validation loss
 
     def to_json(self) -> dict[str, Any]:
         values = asdict(self)
@@ -105,6 +108,8 @@ def resolve_options(raw: dict[str, Any]) -> TrainOptions:
         repository=_repository(raw["repository"]),
         world_size=world_size,
         sync_bn=_sync_bn(raw.get("sync_bn"), norm, world_size),
+        keep=cast(KeepPolicy, raw.get("keep") or "last"),
+        early_stopping=_patience(raw.get("early_stopping")),
     )
 
 
@@ -184,7 +189,7 @@ def _sgd_momentum(value: float | None, optimizer: str) -> float:
 
 
 def _bn_momentum(value: float | None) -> float:
-    # torch's momentum is 1 - beta of the notes' eq. (4); 0 would freeze the running statistics at their
+    # torch's momentum is 1 - beta of the course notes' eq. (4); 0 would freeze the running statistics at their
     # initial values (mean 0, var 1), which eval mode would then use.
     momentum = DEFAULT_BN_MOMENTUM if value is None else _finite("--bn-momentum", value)
     if not 0.0 < momentum <= 1.0:
@@ -196,6 +201,10 @@ def _int_at_least(flag: str, value: int, minimum: int) -> int:
     if value < minimum:
         raise InputError(f"{flag} must be >= {minimum}, got {value}")
     return value
+
+
+def _patience(value: int | None) -> int | None:
+    return None if value is None else _int_at_least("--early-stopping", value, 1)
 
 
 def _seed(value: int) -> int:

@@ -22,14 +22,16 @@ _HEADER = ("epoch", "train loss", "train acc", "val loss", "val acc", "seconds")
 PROG = "python -m training.report"
 
 
-def summary(history: Sequence[Any]) -> str:
-    """One row per epoch, then the final row repeated as `final`, in fixed-width columns.
+def summary(history: Sequence[Any], kept_epoch: int | None = None) -> str:
+    """One row per epoch, then the saved epoch's row repeated, in fixed-width columns: as `final` when the
+    last epoch was kept, as `kept` when an earlier one was (`--keep best`).
 
     `history` holds EpochMetrics or the manifest's epoch records (dicts with the same keys).
     """
     records = [_as_record(metrics) for metrics in history]
     rows = [_row(str(record["epoch"]), record) for record in records]
-    rows.append(_row("final", records[-1]))
+    kept = len(records) if kept_epoch is None else kept_epoch
+    rows.append(_row("final" if kept == len(records) else "kept", records[kept - 1]))
     widths = [max(len(row[column]) for row in [_HEADER, *rows]) for column in range(len(_HEADER))]
     lines = [_line(_HEADER, widths), _line(tuple("-" * width for width in widths), widths)]
     lines += [_line(row, widths) for row in rows]
@@ -78,7 +80,10 @@ def report(targets: Sequence[str], out: Path | None) -> str:
     except CheckpointError as exc:
         raise InputError(str(exc)) from None
     labels = [f"{manifest.name}-v{manifest.version}" for manifest in manifests]
-    blocks = [f"{curves_title(manifest)}\n{summary(manifest.epochs)}" for manifest in manifests]
+    blocks = [
+        f"{curves_title(manifest)}\n{summary(manifest.epochs, manifest.training.get('kept_epoch'))}"
+        for manifest in manifests
+    ]
     runs = {label: manifest.epochs for label, manifest in zip(labels, manifests, strict=True)}
     title = curves_title(manifests[0]) if len(manifests) == 1 else " vs ".join(labels)
     figure_path = out or Path(f"{'-vs-'.join(labels)}-curves.png")

@@ -17,7 +17,7 @@ from training.curves import CURVES_FILE, curves_png, curves_title
 from training.data import Dataset, Split, load_dataset, split_dataset, standardization_stats
 from training.distributed import World, process_group
 from training.errors import InputError, TrainingFailed
-from training.loop import TRAIN_THREADS, EpochMetrics, build_optimizer, fit, pinned_numerics
+from training.loop import TRAIN_THREADS, EpochMetrics, FitResult, Selection, build_optimizer, fit, pinned_numerics
 from training.options import WEIGHT_DECAY_KIND, TrainOptions
 from training.sync_batchnorm import convert_to_sync_batchnorm
 
@@ -27,6 +27,7 @@ class RunResult:
     version_dir: Path
     manifest: Manifest
     history: list[EpochMetrics]
+    kept_epoch: int
 
 
 def run_training(options: TrainOptions, progress: bool = True) -> RunResult | None:
@@ -55,20 +56,24 @@ def run_training(options: TrainOptions, progress: bool = True) -> RunResult | No
         model.to(world.device)
         split = split.to(world.device)
         optimizer = build_optimizer(model, options.optimizer, options.lr, options.momentum, options.weight_decay)
-        history = fit(model, optimizer, split, options.epochs, options.batch_size, options.seed, world, progress)
+        selection = Selection(options.keep, options.early_stopping)
+        fitted = fit(
+            model, optimizer, split, options.epochs, options.batch_size, options.seed, world, progress, selection
+        )
         world.all_finished()
         if not world.writes:
             return None
         written = plain_model(config, model)  # inside: building a model draws from the (forked) global RNG
     record = training_record(options, source, split) | {"distributed": distributed_record(options, world)}
-    manifest = build_manifest(options, config, dataset, record, history)
+    record |= {"kept_epoch": fitted.kept_epoch, "epochs_run": len(fitted.history)}
+    manifest = build_manifest(options, config, dataset, record, fitted)
     figure = curves_png({"": manifest.epochs}, curves_title(manifest))
     try:
         version_dir = save_checkpoint(options.repository, written, manifest, {CURVES_FILE: figure})
     except (CheckpointError, OSError) as exc:
         raise TrainingFailed(f"could not write the checkpoint to {options.repository}: {exc}") from exc
     # save_checkpoint fills in version, sha256 and time; return what a server will read.
-    return RunResult(version_dir, read_manifest(version_dir), history)
+    return RunResult(version_dir, read_manifest(version_dir), fitted.history, fitted.kept_epoch)
 
 
 def check_rows_per_rank(options: TrainOptions, train_rows: int) -> None:
@@ -116,9 +121,9 @@ def build_manifest(
     config: ArchConfig,
     dataset: Dataset,
     record: dict[str, Any],
-    history: list[EpochMetrics],
+    fitted: FitResult,
 ) -> Manifest:
-    last = history[-1]
+    kept = fitted.kept  # final_metrics describe the weights that were saved
     return Manifest(
         name=options.name,
         version=0,  # chosen by save_checkpoint
@@ -126,12 +131,12 @@ def build_manifest(
         input=InputSpec(shape=dataset.input_shape, dtype="float32", feature_names=dataset.feature_names),
         class_labels=dataset.class_labels,
         training=record,
-        epochs=tuple(metrics.to_json() for metrics in history),
+        epochs=tuple(metrics.to_json() for metrics in fitted.history),
         final_metrics={
-            "train_loss": last.train_loss,
-            "train_accuracy": last.train_accuracy,
-            "val_loss": last.val_loss,
-            "val_accuracy": last.val_accuracy,
+            "train_loss": kept.train_loss,
+            "train_accuracy": kept.train_accuracy,
+            "val_loss": kept.val_loss,
+            "val_accuracy": kept.val_accuracy,
         },
         artifacts={"curves": CURVES_FILE},
     )
