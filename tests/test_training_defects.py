@@ -212,3 +212,16 @@ def test_manifest_keep_fields_are_json(tmp_path: Path) -> None:
         2,
         None,
     )
+
+
+def test_help_says_what_the_updates_are_without_citing_the_notes() -> None:
+    from training.cli import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    assert "notes" not in text
+    assert "eq." not in text
+    assert "running_mean <- (1 - M) running_mean + M batch_mean" in text
+    assert "sgd: coupled (lambda*W added to the gradient), adamw: decoupled (W shrunk by lr*lambda each step)" in text
+    assert "W <- (1 - lr*lambda) W - lr*grad" in text  # the epilog's SGD step
+    assert "--keep {best,last}" in text
+    assert "--early-stopping PATIENCE" in text
