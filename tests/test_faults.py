@@ -46,7 +46,9 @@ def test_slow_headers_are_cut_off_after_the_read_timeout(quick_timeouts: Running
         sock.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\n")  # and no more
         started = time.monotonic()
         assert read_until_closed(sock) == b""  # closed by the server, nothing to answer yet
-        assert 0.9 < time.monotonic() - started < 5
+        # Never before the 1 s read timeout; a server that never cut it off fails the socket's 10 s timeout
+        # (no upper bound of ours: how late the cut comes depends on the machine's load, not on the rule).
+        assert time.monotonic() - started > 0.9
 
 
 def test_a_body_that_never_comes_gets_408_and_the_connection_closes(quick_timeouts: RunningServer) -> None:
@@ -57,7 +59,7 @@ def test_a_body_that_never_comes_gets_408_and_the_connection_closes(quick_timeou
         )
         started = time.monotonic()
         answer = read_until_closed(sock)
-        assert 0.9 < time.monotonic() - started < 5
+        assert time.monotonic() - started > 0.9  # never before the read timeout (see above)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408 ")
     assert b"connection: close" in head.lower()
@@ -82,7 +84,9 @@ def test_sigterm_finishes_promptly_with_a_stalled_client_connected(tiny_reposito
             answer = read_until_closed(stalled)
     finally:
         stop_server(server)
-    assert stopped_s < 6  # the read timeout (2 s), far below the drain timeout (35 s)
+    # Cut by the read timeout (2 s), not held until the drain timeout (35 s): the bound separates the two
+    # with room for a loaded machine.
+    assert stopped_s < 30
     assert answer.startswith(b"HTTP/1.1 408 ")  # a JSON 408, not uvicorn's plain-text 500
     assert "Traceback" not in server.log()
 
