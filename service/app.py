@@ -20,20 +20,21 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from service import __version__
+from service.auth import Guard
 from service.compression import CompressResponses
+from service.docs import DocsApi
 from service.errors import ServiceError
 from service.executor_factory import resolve_placement
-from service.hotpath import HotRoutes
+from service.hotpath import FrontDoor
 from service.http import error_response, json_response
 from service.inference import Inference
 from service.metrics import Metrics
 from service.numerics import pin_numerics
 from service.numerics_env import portable_numerics_missing
+from service.openapi import build_openapi
 from service.registry import ModelRegistry, ServingExecutorFactory
-from service.repository_api import repository_router
+from service.routes import route_table
 from service.settings import Settings
-from service.v1 import V1_PREDICT_PATHS, v1_predict_handler, v1_router
-from service.v2 import V2_INFER_PATHS, v2_infer_handler, v2_router
 
 log = logging.getLogger("invariant.app")
 EXIT_COMPUTE_FAILED = 70  # EX_SOFTWARE
@@ -68,22 +69,21 @@ def create_app(settings: Settings | None = None, executor_factory: ServingExecut
 
     # FastAPI 0.165 reads its OpenTelemetry settings from os.environ on every request; we export Prometheus.
     telemetry_off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
-    app = FastAPI(title="invariant-serve", version=__version__, lifespan=lifespan, telemetry=telemetry_off)
+    # FastAPI's own docs are off: /openapi.json and /docs are rows of the route table (docs.py, openapi.py).
+    app = FastAPI(
+        title="invariant-serve",
+        version=__version__,
+        lifespan=lifespan,
+        telemetry=telemetry_off,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.registry = registry
     app.state.settings = settings
     _install_error_handlers(app)
-    app.include_router(v1_router(inference))
-    app.include_router(v2_router(inference))
-    app.include_router(repository_router(registry))
-    hot_routes = [(path, v1_predict_handler(inference)) for path in V1_PREDICT_PATHS]
-    hot_routes += [(path, v2_infer_handler(inference)) for path in V2_INFER_PATHS]
-    app.add_middleware(HotRoutes, routes=hot_routes)
+    _install_routes(app, inference, metrics, settings)
     app.add_middleware(CompressResponses)  # outermost: every answer, hot route or not
-
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus_metrics() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
     return app
 
 
@@ -92,6 +92,17 @@ def request_restart(reason: str) -> None:
     (lifespan), so that uvicorn's worker supervisor, docker or systemd starts a fresh process."""
     log.critical("stopping the process so that its supervisor restarts it: %s", reason)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _install_routes(app: FastAPI, inference: Inference, metrics: Metrics, settings: Settings) -> None:
+    """FastAPI's router and the front door, both from the one route table (routes.py)."""
+    docs = DocsApi()
+    app.state.routes = routes = route_table(inference, metrics, settings, docs)
+    docs.document = build_openapi(routes, __version__)
+    for route in routes:
+        app.router.add_route(route.path, route.handler, methods=[route.method], include_in_schema=False)
+    # Outside FastAPI's router: no request reaches a route, through the front door or FastAPI, unchecked.
+    app.add_middleware(FrontDoor, routes=routes, guard=Guard(settings), answer_hot=settings.front_door)
 
 
 def app_from_environment() -> FastAPI:

@@ -23,6 +23,7 @@ import uvicorn
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
+from service.auth import startup_problem
 from service.executor_factory import resolve_placement
 from service.numerics_env import apply_portable_numerics
 from service.settings import Settings
@@ -153,6 +154,9 @@ def load_settings(argv: list[str] | None) -> Settings:
     except ValueError as exc:
         usage_error(str(exc))
     _check_repository(settings.repository, "repository" in given)
+    problem = startup_problem(settings)
+    if problem:
+        usage_error(problem)
     return settings
 
 

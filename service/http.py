@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -29,6 +30,8 @@ log = logging.getLogger("invariant.http")
 # does not stall every other client's small one.
 OFFLOAD_BYTES = 256 * 1024
 OFFLOAD_ROWS = 1024  # answers of this many rows are encoded off the event loop too (~20 ms per 1,000 rows)
+
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class BodyReader:

@@ -2,62 +2,55 @@
 
 `POST /v2/repository/index` lists every version on disk or loaded with its state and reason;
 `POST /v2/repository/models/{name}/load` and `/unload` change what serves, in explicit model control only.
-Admin routes: they change what every client is served.
+Admin routes (routes.py): they change what every client is served.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from service.errors import BadRequest
 from service.http import BodyReader, json_response, parse_json_object
 from service.registry import ModelRegistry
 
-REPOSITORY_PATHS = (
-    "/v2/repository/index",
-    "/v2/repository/models/{name}/load",
-    "/v2/repository/models/{name}/unload",
-)
 # Request bodies here are tiny ({"ready": true}, {"parameters": {...}}); anything larger is not ours.
 MAX_BODY_BYTES = 64 * 1024
 
 
-def repository_router(registry: ModelRegistry) -> APIRouter:
-    router = APIRouter(tags=["Model repository (OIP extension)"])
-    reader = BodyReader(MAX_BODY_BYTES, registry.settings.read_timeout_s, registry.metrics)
+class RepositoryApi:
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self.reader = BodyReader(MAX_BODY_BYTES, registry.settings.read_timeout_s, registry.metrics)
 
-    @router.post("/v2/repository/index")
-    async def index(request: Request) -> Response:
-        body = await _optional_body(reader, request)
+    async def index(self, request: Request) -> Response:
+        body = await _optional_body(self.reader, request)
         ready_only = body.get("ready", False)
         if not isinstance(ready_only, bool):
             raise BadRequest(f'"ready" must be true or false, got {ready_only!r}')
-        return json_response([entry.to_json() for entry in await registry.index(ready_only)])
+        return json_response([entry.to_json() for entry in await self.registry.index(ready_only)])
 
-    @router.post("/v2/repository/models/{name}/load")
-    async def load(name: str, request: Request) -> Response:
-        parameters = _parameters(await _optional_body(reader, request))
+    async def load(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        parameters = _parameters(await _optional_body(self.reader, request))
         if parameters:
             raise BadRequest(
                 f"load parameters are not supported ({sorted(parameters)}): "
                 "versions load from the repository on disk, as the version policy picks them"
             )
-        versions = await registry.load(name)
+        versions = await self.registry.load(name)
         return json_response({"name": name, "versions": [str(v) for v in versions]})
 
-    @router.post("/v2/repository/models/{name}/unload")
-    async def unload(name: str, request: Request) -> Response:
-        parameters = _parameters(await _optional_body(reader, request))
+    async def unload(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        parameters = _parameters(await _optional_body(self.reader, request))
         unknown = sorted(set(parameters) - {"unload_dependents"})  # tritonclient always sends it; no ensembles here
         if unknown:
             raise BadRequest(f"unload parameters are not supported: {unknown}")
-        await registry.unload(name)
+        await self.registry.unload(name)
         return json_response({"name": name, "versions": []})
-
-    return router
 
 
 async def _optional_body(reader: BodyReader, request: Request) -> dict[str, Any]:

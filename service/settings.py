@@ -84,6 +84,17 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9._-]*$",  # it goes into a response header
         description="Value of the X-Replica header on predictions (empty: the host name)",
     )
+    api_keys_file: Path | None = Field(
+        None, description="File of API keys for inference and metadata (one per line, # comments); enables auth"
+    )
+    admin_keys_file: Path | None = Field(
+        None, description="File of admin keys: model-repository routes, protected /metrics, and all of the above"
+    )
+    allow_unauthenticated: bool = Field(False, description="Serve a non-loopback address without API keys")
+    protect_metrics: bool = Field(False, description="/metrics needs an admin key (default: public)")
+    front_door: bool = Field(
+        True, description="Answer predict and infer before FastAPI's routing (same handlers and auth, faster)"
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Server log verbosity (uvicorn and invariant-serve loggers)"
     )

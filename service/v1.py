@@ -1,5 +1,5 @@
 """KServe V1 protocol: `POST /v1/models/{name}:predict` with {"instances": [row, ...]}, each row a list of
-numbers or an object keyed by the model's feature names."""
+numbers or an object keyed by the model's feature names. Routes: routes.py."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import math
 import re
 from typing import Any
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
+from models import InputSpec
 from service.errors import BadRequest
 from service.executor import Float32Array, Outputs
-from service.hotpath import Handler
 from service.http import OFFLOAD_BYTES, OFFLOAD_ROWS, BodyReader, json_response, model_headers, parse_json_object
 from service.inference import Admission, Inference
 from service.inputs import rows_from_instances
@@ -21,61 +21,47 @@ from service.loader import ServedModel
 from service.metadata import model_parameters
 
 
-def v1_router(inference: Inference) -> APIRouter:
-    router = APIRouter(tags=["KServe V1"])
+class V1Api:
+    def __init__(self, inference: Inference) -> None:
+        settings = inference.settings
+        self.inference = inference
+        self.registry = inference.registry
+        self.reader = BodyReader(settings.max_body_bytes, settings.read_timeout_s, inference.metrics)
 
-    @router.get("/")
-    async def live() -> Response:
+    async def live(self, _request: Request) -> Response:
         """KServe V1 liveness (the KServe SDK's `is_server_live`): the process answers."""
         return json_response({"status": "alive"})
 
-    @router.get("/v1/models")
-    async def list_models() -> Response:
-        return json_response({"models": inference.registry.names()})
+    async def list_models(self, _request: Request) -> Response:
+        return json_response({"models": self.registry.names()})
 
-    @router.get("/v1/models/{name}")
-    async def model_status(name: str) -> Response:
+    async def model_status(self, request: Request) -> Response:
         # KServe V1's {"name", "ready"}, plus the same metadata as V2's `parameters` (service/metadata.py).
-        found = inference.registry.find(name)
+        name = request.path_params["name"]
+        found = self.registry.find(name)
         answer = {"name": name, "ready": isinstance(found, ServedModel), "parameters": model_parameters(found)}
         return json_response(answer, headers=model_headers(found) if isinstance(found, ServedModel) else None)
 
-    # Also answered by the HotRoutes front door (hotpath.py); registered here for the route table.
-    predict = v1_predict_handler(inference)
-    for path in V1_PREDICT_PATHS:
-        router.add_route(path, predict, methods=["POST"])
-    return router
-
-
-V1_PREDICT_PATHS = ("/v1/models/{name}:predict", "/v1/models/{name}/versions/{version}:predict")
-
-
-def v1_predict_handler(inference: Inference) -> Handler:
-    settings = inference.settings
-    reader = BodyReader(settings.max_body_bytes, settings.read_timeout_s, inference.metrics)
-
-    async def predict(request: Request) -> Response:
+    async def predict(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
-        raw = await reader.read(request)
+        raw = await self.reader.read(request)
         if len(raw) >= OFFLOAD_BYTES:
             # Parsing a large body holds the event loop (orjson keeps the GIL; 8 MiB takes ~0.3 s): count its
             # rows first where the body's shape allows, then parse and decode beside the loop.
             admission = Admission(len(raw), lambda model: _rows_unparsed(raw, model))
-            served, outputs = await inference.predict(
+            served, outputs = await self.inference.predict(
                 "v1", name, version, lambda model: _instances(parse_json_object(raw), model), admission
             )
         else:
             body = parse_json_object(raw)
             count = _count(body)
             admission = Admission(len(raw), lambda _: count)
-            served, outputs = await inference.predict(
+            served, outputs = await self.inference.predict(
                 "v1", name, version, lambda model: _instances(body, model), admission
             )
         if len(outputs.class_index) < OFFLOAD_ROWS:
             return _answer(served, outputs)
         return await asyncio.to_thread(_answer, served, outputs)  # thousands of rows: beside the event loop
-
-    return predict
 
 
 def _count(body: dict[str, Any]) -> int | None:
@@ -97,9 +83,13 @@ def _rows_unparsed(raw: bytes, served: ServedModel) -> int | None:
 
 
 def _instances(body: dict[str, Any], served: ServedModel) -> Float32Array:
+    return decode_instances(body, served.manifest.input)
+
+
+def decode_instances(body: dict[str, Any], spec: InputSpec) -> Float32Array:
+    """The rows of a V1 request body -> (N, *spec.shape), or BadRequest naming the first problem."""
     if "instances" not in body:
         raise BadRequest('request body must have "instances": a list of rows')
-    spec = served.manifest.input
     return rows_from_instances(body["instances"], spec.shape, spec.feature_names)
 
 

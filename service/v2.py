@@ -1,4 +1,4 @@
-"""Open Inference Protocol (V2) over HTTP/REST, with the binary tensor data extension."""
+"""Open Inference Protocol (V2) over HTTP/REST, with the binary tensor data extension. Routes: routes.py."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from service import __version__
 from service.binary import HEADER, encode_tensor, flag_of, split_body, take_binary_inputs
 from service.errors import BadRequest, NotReady
 from service.executor import Float32Array, Outputs
-from service.hotpath import Handler
 from service.http import OFFLOAD_ROWS, BodyReader, json_response, model_headers, parse_json_object
 from service.inference import Admission, Inference
 from service.inputs import rows_from_bytes, rows_from_flat
@@ -27,72 +26,47 @@ OUTPUTS = {"logits": "FP32", "probabilities": "FP32", "class_index": "INT64", "l
 EXTENSIONS = ["binary_tensor_data", "model_repository", "model_repository_metadata"]
 
 
-def v2_router(inference: Inference) -> APIRouter:
-    router = APIRouter(tags=["Open Inference Protocol V2"])
-    registry = inference.registry
+class V2Api:
+    def __init__(self, inference: Inference) -> None:
+        settings = inference.settings
+        self.inference = inference
+        self.registry = inference.registry
+        self.reader = BodyReader(settings.max_body_bytes, settings.read_timeout_s, inference.metrics)
 
-    @router.get("/v2")
-    async def server_metadata() -> Response:
+    async def server_metadata(self, _request: Request) -> Response:
         return json_response({"name": "invariant-serve", "version": __version__, "extensions": EXTENSIONS})
 
-    @router.get("/v2/health/live")
-    async def live() -> Response:
+    async def live(self, _request: Request) -> Response:
         return json_response({"live": True})
 
-    @router.get("/v2/health/ready")
-    async def ready() -> Response:
+    async def ready(self, _request: Request) -> Response:
         # The process accepts connections only after every version was tried (app lifespan), so ready means
         # at least one serves (unversioned requests go to the highest that serves); the others say why on
         # their own endpoints and in the repository index.
-        if not registry.any_ready():
+        if not self.registry.any_ready():
             raise NotReady("no model is ready")
         return json_response({"ready": True})
 
-    @router.get("/v2/models/{name}")
-    async def metadata_latest(name: str) -> Response:
-        return _metadata(registry.find(name), registry.versions(name))
-
-    @router.get("/v2/models/{name}/versions/{version}")
-    async def metadata_version(name: str, version: str) -> Response:
-        return _metadata(registry.find(name, version), registry.versions(name))
-
-    @router.get("/v2/models/{name}/ready")
-    async def model_ready_latest(name: str) -> Response:
-        return _readiness(registry.find(name))
-
-    @router.get("/v2/models/{name}/versions/{version}/ready")
-    async def model_ready_version(name: str, version: str) -> Response:
-        return _readiness(registry.find(name, version))
-
-    # Also answered by the HotRoutes front door (hotpath.py); registered here for the route table.
-    infer = v2_infer_handler(inference)
-    for path in V2_INFER_PATHS:
-        router.add_route(path, infer, methods=["POST"])
-    return router
-
-
-V2_INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
-
-
-def v2_infer_handler(inference: Inference) -> Handler:
-    settings = inference.settings
-    reader = BodyReader(settings.max_body_bytes, settings.read_timeout_s, inference.metrics)
-
-    async def infer(request: Request) -> Response:
+    async def model_metadata(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
-        raw = await reader.read(request)
+        return _metadata(self.registry.find(name, version), self.registry.versions(name))
+
+    async def model_ready(self, request: Request) -> Response:
+        return _readiness(self.registry.find(request.path_params["name"], request.path_params.get("version")))
+
+    async def infer(self, request: Request) -> Response:
+        name, version = request.path_params["name"], request.path_params.get("version")
+        raw = await self.reader.read(request)
         json_part, binary = split_body(raw, request.headers.get(HEADER))
         body = parse_json_object(json_part)
         count = _declared_rows(body)
         admission = Admission(len(raw), lambda _: count)
-        served, outputs = await inference.predict(
-            "v2", name, version, lambda model: _input_rows(body, binary, model), admission
+        served, outputs = await self.inference.predict(
+            "v2", name, version, lambda model: input_rows(body, binary, model.manifest.input.shape), admission
         )
         if len(outputs.class_index) < OFFLOAD_ROWS:
             return _infer_response(body, served, outputs)
         return await asyncio.to_thread(_infer_response, body, served, outputs)  # thousands of rows
-
-    return infer
 
 
 def _declared_rows(body: dict[str, Any]) -> int | None:
@@ -131,7 +105,8 @@ def _metadata(found: ServedModel | NotServing, versions: list[int]) -> Response:
     return json_response(answer, headers=model_headers(found))
 
 
-def _input_rows(body: dict[str, Any], binary: bytes, served: ServedModel) -> Float32Array:
+def input_rows(body: dict[str, Any], binary: bytes, input_shape: tuple[int, ...]) -> Float32Array:
+    """The one input tensor of a V2 request (JSON data or binary) -> (N, *input_shape), or BadRequest."""
     tensors = body.get("inputs")
     if not isinstance(tensors, list) or len(tensors) != 1 or not isinstance(tensors[0], dict):
         raise BadRequest(f'"inputs" must be a list holding one tensor named {INPUT_NAME!r}')
@@ -145,13 +120,13 @@ def _input_rows(body: dict[str, Any], binary: bytes, served: ServedModel) -> Flo
     raw = take_binary_inputs(tensors, binary)[0]
     what = f"input {INPUT_NAME!r}"
     if raw is not None:
-        return rows_from_bytes(raw, datatype, tuple(shape), served.manifest.input.shape, what)
+        return rows_from_bytes(raw, datatype, tuple(shape), input_shape, what)
     if datatype not in {"FP32", "FP64", "INT32", "INT64"}:
         raise BadRequest(f"{what}: datatype {datatype!r} is not supported; use FP32")
-    return rows_from_flat(tensor.get("data"), tuple(shape), served.manifest.input.shape, what, datatype)
+    return rows_from_flat(tensor.get("data"), tuple(shape), input_shape, what, datatype)
 
 
-def _requested_outputs(body: dict[str, Any]) -> dict[str, bool]:
+def requested_outputs(body: dict[str, Any]) -> dict[str, bool]:
     """Output name -> whether to send it as binary data."""
     default_binary = flag_of(body, "request", "binary_data_output", False)
     requested = body.get("outputs")
@@ -181,7 +156,7 @@ def _infer_response(body: dict[str, Any], served: ServedModel, outputs: Outputs)
         answer["id"] = body["id"]
     answer["parameters"] = {"checkpoint_sha256": served.sha256}
     tensors, blobs = [], []
-    for name, as_binary in _requested_outputs(body).items():
+    for name, as_binary in requested_outputs(body).items():
         data = values[name]
         tensor: dict[str, Any] = {"name": name, "datatype": OUTPUTS[name], "shape": _shape(data)}
         if as_binary:
