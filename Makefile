@@ -6,7 +6,7 @@ REPOSITORY ?= model-repository
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv test lint typecheck serve train-demo bench soak bench-peers deploy-test clean
+.PHONY: venv test lint typecheck serve train-demo bench soak bench-peers deploy-test clean fuzz
 
 # The stamp depends on the lock files, so a changed pin reinstalls. torch==2.13.0 resolves to the CPU
 # wheel on these machines (pip finds it on disk), never a CUDA download.
@@ -26,6 +26,11 @@ lint: venv
 
 test: lint
 	$(BIN)/pytest -q
+
+# The fuzz tests of `make test`, with many more examples per operation (same fixed seed, so a finding repeats).
+FUZZ_EXAMPLES ?= 200
+fuzz: venv
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -s tests/test_fuzz_api.py tests/test_fuzz_decoders.py
 
 train-demo: venv
 	$(BIN)/python -m training --data digits --arch mlp --hidden 256,256 --norm batch --dropout 0.2 \

@@ -34,7 +34,7 @@ class Doc:
 
 ERROR_MEANINGS = {
     400: "The request is malformed; the message names what is wrong (the first bad row, field or value)",
-    408: "The body did not arrive within --body-timeout-s (the connection is closed)",
+    408: "The body did not arrive within --read-timeout-s (the connection is closed)",
     401: "No valid API key (only when the server runs with --api-keys-file or --admin-keys-file)",
     403: "An API key where this route needs an admin key",
     404: "Unknown model or version (the message lists the available ones)",
@@ -46,10 +46,12 @@ ERROR_MEANINGS = {
 
 _NUMBERS = {"type": "array", "items": {"type": "number"}}
 _ROW = {
-    "description": "One row: a flat list of the model's input values, or nested lists shaped like its input",
-    "type": "array",
-    "minItems": 1,
-    "items": {"oneOf": [{"type": "number"}, {"type": "array", "items": {}}]},
+    "description": "One row: a flat list of the model's input values, nested lists shaped like its input, or an "
+    "object keyed by the model's feature names (its metadata lists them)",
+    "oneOf": [
+        {"type": "array", "minItems": 1, "items": {"oneOf": [{"type": "number"}, {"type": "array", "items": {}}]}},
+        {"type": "object", "minProperties": 1, "additionalProperties": {"type": "number"}},
+    ],
 }
 _TENSOR_PARAMETERS = {
     "type": "object",
@@ -275,4 +277,4 @@ REPOSITORY_UNLOAD = Doc(
 METRICS = Doc("Prometheus metrics", response=None, media="text/plain")
 OPENAPI = Doc("This document", response=None)
 DOCS_PAGE = Doc("This page (Swagger UI, served from the package, no CDN)", response=None, media="text/html")
-DOCS_ASSET = Doc("A Swagger UI file", response=None, media="application/octet-stream", errors=(404,))
+DOCS_ASSET = Doc("A Swagger UI file (script, style sheet or icon)", response=None, media="*/*", errors=(404,))
