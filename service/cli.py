@@ -101,7 +101,7 @@ def _describe(kind: Any, constraints: list[Any]) -> str:
     if get_origin(kind) is Literal:
         values = [str(value) for value in get_args(kind)]
         return values[0] if len(values) == 1 else "one of " + ", ".join(values)
-    noun = {int: "an integer", float: "a number", Path: "a directory path", bool: "true or false"}.get(kind, "text")
+    noun = {int: "an integer", float: "a number", Path: "a path", bool: "true or false"}.get(kind, "text")
     bounds = {type(c).__name__: getattr(c, type(c).__name__.lower()) for c in constraints if _is_bound(c)}
     if "Ge" in bounds and "Le" in bounds:
         return f"{noun} from {_number(bounds['Ge'])} to {_number(bounds['Le'])}"
