@@ -36,6 +36,12 @@ train-demo: venv
 	$(BIN)/python -m training --data digits --arch mlp --hidden 256,256 --norm batch --dropout 0.2 \
 		--weight-decay 5e-4 --epochs 20 --name digits --repository $(REPOSITORY)
 
+# The study of the lecture notes' claims (training/study.py): docs/study/report.md and its figures; the
+# checkpoints it trains go to docs/study/runs/ (not committed).
+.PHONY: study
+study: venv
+	$(BIN)/python -m training.study --out docs/study --seed 0
+
 # Trains the demo model only when the repository holds no model yet.
 serve: venv
 	@if [ -z "$$(ls -A $(REPOSITORY) 2>/dev/null)" ]; then $(MAKE) train-demo; fi
