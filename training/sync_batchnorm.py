@@ -1,9 +1,9 @@
 """SyncBatchNorm for any device: training-mode statistics of the global batch, summed over every rank.
 
 torch's `nn.SyncBatchNorm` refuses CPU tensors ("expected input tensor to be on GPU"), and gloo on CPU is
-how this project runs distributed training and tests it. This layer does the same job with two
-autograd-aware all-reduces (`_SumOverRanks`, whose backward all-reduces the gradient, so each rank's input
-gradient includes every rank's loss through the shared mean and variance).
+how this project runs distributed training and tests it. This layer does the same job with one
+autograd-aware all-reduce per layer and step (`_SumOverRanks`, whose backward all-reduces the gradient, so
+each rank's input gradient includes every rank's loss through the shared mean and variance).
 
 It subclasses `_BatchNorm`, so parameters and buffers have BatchNorm's names and shapes: a state dict moves
 between this layer and `nn.BatchNorm1d/2d` unchanged, which is how the checkpoint stays plain BatchNorm.
@@ -58,14 +58,16 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         channels = x.shape[1]
         dims = [0, *range(2, x.dim())]
         broadcast = (1, channels) + (1,) * (x.dim() - 2)
-        local_count = torch.tensor([x.numel() // channels], dtype=x.dtype, device=x.device)
-        # Two passes, as a single-process BatchNorm effectively does: the mean first, then the centered
-        # squares; E[x^2] - E[x]^2 in one pass would lose digits to cancellation.
-        sums = all_reduce(torch.cat([x.sum(dims), local_count]))  # (C + 1,): per-channel sums, then count
+        local_count = torch.tensor([x.numel() // channels], dtype=torch.float64, device=x.device)
+        # One all-reduce per layer and step (collectives dominate a small model's step time): per-channel sums
+        # of x and x^2 and the row count, in float64 so that E[x^2] - E[x]^2 loses nothing that float32 keeps.
+        wide = x.double()
+        sums = all_reduce(torch.cat([wide.sum(dims), wide.square().sum(dims), local_count]))  # (2C + 1,)
         count = sums[-1].detach()
-        mean = sums[:-1] / count  # (C,)
+        mean64 = sums[:channels] / count  # (C,)
+        var64 = (sums[channels:-1] / count - mean64.square()).clamp(min=0)  # (C,) biased: what normalization uses
+        mean, var = mean64.to(x.dtype), var64.to(x.dtype)
         centered = x - mean.reshape(broadcast)
-        var = all_reduce(centered.square().sum(dims)) / count  # (C,) biased: what normalization uses
         out = centered * torch.rsqrt(var + self.eps).reshape(broadcast)
         if self.affine:
             out = out * self.weight.reshape(broadcast) + self.bias.reshape(broadcast)
