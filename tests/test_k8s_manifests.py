@@ -21,8 +21,6 @@ from service.settings import Settings
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.33"  # lifecycle.preStop.sleep needs >= 1.30
 APP_UID = 10001  # the Dockerfile's USER
-# Settings the issue-9 work adds (API keys from files); the manifests already mount the Secret for them.
-PENDING_SETTINGS = {"api_keys_file", "admin_keys_file"}
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -126,7 +124,7 @@ def test_manifests_match_the_servers_settings_ports_and_paths() -> None:
     assert {"/v2/health/ready", "/v2/health/live", "/metrics"} <= paths
     for where, (container, pod, pod_annotations) in server_containers().items():
         env = env_of(container)
-        unknown = {name[len("INVARIANT_") :].lower() for name in env} - set(Settings.model_fields) - PENDING_SETTINGS
+        unknown = {name[len("INVARIANT_") :].lower() for name in env} - set(Settings.model_fields)
         assert not unknown, f"{where}: INVARIANT_* variables that are no setting: {unknown}"
         port = int(env["INVARIANT_PORT"])
         assert [p["containerPort"] for p in container["ports"]] == [port], where
