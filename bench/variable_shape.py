@@ -1,54 +1,34 @@
-"""Bench only: our server with plain variable-shape batches, to measure what the fixed shape costs.
-
-Each chunk of queued rows runs as one forward on exactly those rows (no padding), through the same traced
-module as the fixed-shape executor, so the comparison is like for like. It breaks the guarantee, so it is
-not a setting: this script builds the app with an executor factory. The model still has to pass its
-self-test with the real fixed-shape executor first.
+"""Bench only: our server serving through the variable-shape executor (bench/variable_shape_executor.py), to
+measure what the fixed shape costs. Not a setting: this script builds the app with an executor factory, and
+the model still has to pass its self-test with the real fixed-shape executor first.
 
     python bench/variable_shape.py --repository DIR --port N [any `python -m service` flag]
+
+Module-level imports stay light: each uvicorn worker process re-imports this file before it answers the
+supervisor's health check, so torch and the app are imported only inside the functions.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from fastapi import FastAPI
-
-from service.app import configure_logging, create_app
-from service.cli import main
-from service.executor import ChunkResult, Executor, Float32Array, TracedCpuExecutor
-from service.settings import Settings
-
-
-class VariableShapeExecutor(TracedCpuExecutor):
-    """One forward per call on the rows as they come: the batch shape varies, and with it the kernels."""
-
-    kind = "variable-shape (bench only)"
-
-    def _step(self, count: int) -> int:
-        return count
-
-    def _forward(self, piece: Float32Array) -> ChunkResult:
-        logits, probabilities, index = self._heads(torch.from_numpy(np.ascontiguousarray(piece, dtype=np.float32)))
-        return logits.numpy(), probabilities.numpy(), index.numpy()
-
-
-def variable_shape(verified: Executor) -> Executor:
-    """The executor the bench serves through, built from the one that passed the self-test."""
-    if verified.device != "cpu":
-        raise ValueError("the variable-shape bench executor runs on cpu only")
-    return VariableShapeExecutor(
-        verified.model, verified.input_shape, verified.num_classes, verified.chunk_rows, verified.device, verified.dtype
-    )
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def app_from_environment() -> FastAPI:
+    from variable_shape_executor import variable_shape
+
+    from service.app import configure_logging, create_app
+    from service.settings import Settings
+
     settings = Settings()
     configure_logging(settings.log_level)
     return create_app(settings, executor_factory=variable_shape)
 
 
 if __name__ == "__main__":
+    from service.cli import main
+
     main(sys.argv[1:], app_factory="variable_shape:app_from_environment")

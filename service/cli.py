@@ -24,7 +24,6 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from service.auth import startup_problem
-from service.executor_factory import resolve_placement
 from service.numerics_env import apply_portable_numerics
 from service.settings import Settings
 
@@ -149,10 +148,6 @@ def load_settings(argv: list[str] | None) -> Settings:
         settings = Settings()
     except ValidationError as exc:
         usage_error(_settings_error(exc, set(given)))
-    try:
-        resolve_placement(settings.device, settings.dtype)
-    except ValueError as exc:
-        usage_error(str(exc))
     _check_repository(settings.repository, "repository" in given)
     problem = startup_problem(settings)
     if problem:
@@ -167,6 +162,20 @@ def _check_repository(repository: Path, from_flag: bool) -> None:
         usage_error(f"{where} {repository}: no such directory (create it, even empty, to serve models added later)")
     if not repository.is_dir():
         usage_error(f"{where} {repository}: not a directory")
+
+
+def check_placement(settings: Settings) -> None:
+    """A device/dtype this machine cannot honour (bfloat16 on CPU, cuda without a GPU) exits 2 with one line.
+
+    Imports torch (for torch.cuda.is_available()), so it runs once the numerics environment is set; this
+    module stays torch-free, which also keeps worker processes' start-up (they re-import it) light.
+    """
+    from service.executor_factory import resolve_placement
+
+    try:
+        resolve_placement(settings.device, settings.dtype)
+    except ValueError as exc:
+        usage_error(str(exc))
 
 
 @contextmanager
@@ -192,6 +201,7 @@ def main(argv: list[str] | None = None, app_factory: str = "service.app:app_from
         # Read by ATen, MKL and oneDNN when they initialise: set here, before uvicorn imports the app (and
         # torch), in this process and in the environment every worker process inherits.
         apply_portable_numerics(os.environ)
+    check_placement(settings)
     with metrics_folder(settings.workers):
         # With workers, uvicorn's supervisor returns here after SIGTERM/SIGINT and joining them, so the
         # folder is removed; a single worker never creates one.

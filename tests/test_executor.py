@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from variable_shape import VariableShapeExecutor
+from variable_shape_executor import VariableShapeExecutor
 
 from models import MLPConfig, build_model
 from service.executor import EagerExecutor, TracedCpuExecutor

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from checkpoints import TINY_MLP, write_checkpoint
 from torch import nn
-from variable_shape import VariableShapeExecutor, variable_shape
+from variable_shape_executor import VariableShapeExecutor, variable_shape
 
 from models import load_checkpoint
 from service.app import create_app
@@ -77,9 +77,9 @@ def test_bfloat16_on_cpu_is_refused_with_a_clear_error(device: str) -> None:
         create_app(settings(device=device, dtype="bfloat16"))
 
 
-def test_the_cli_refuses_bfloat16_on_cpu_in_one_line() -> None:
+def test_the_cli_refuses_bfloat16_on_cpu_in_one_line(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "service", "--device", "cpu", "--dtype", "bfloat16"],
+        [sys.executable, "-m", "service", "--repository", str(tmp_path), "--device", "cpu", "--dtype", "bfloat16"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode != 0

@@ -1,0 +1,32 @@
+"""The bench-only variable-shape executor: each chunk of queued rows runs as one forward on exactly those rows
+(no padding), through the same traced module as the fixed-shape executor, so the cost comparison is like for
+like. It breaks the guarantee (its self-test fails here), so no setting can select it."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from service.executor import ChunkResult, Executor, Float32Array, TracedCpuExecutor
+
+
+class VariableShapeExecutor(TracedCpuExecutor):
+    """One forward per call on the rows as they come: the batch shape varies, and with it the kernels."""
+
+    kind = "variable-shape (bench only)"
+
+    def _step(self, count: int) -> int:
+        return count
+
+    def _forward(self, piece: Float32Array) -> ChunkResult:
+        logits, probabilities, index = self._heads(torch.from_numpy(np.ascontiguousarray(piece, dtype=np.float32)))
+        return logits.numpy(), probabilities.numpy(), index.numpy()
+
+
+def variable_shape(verified: Executor) -> Executor:
+    """The executor the bench serves through, built from the one that passed the self-test."""
+    if verified.device != "cpu":
+        raise ValueError("the variable-shape bench executor runs on cpu only")
+    return VariableShapeExecutor(
+        verified.model, verified.input_shape, verified.num_classes, verified.chunk_rows, verified.device, verified.dtype
+    )
