@@ -284,7 +284,7 @@ def measure(servers: list[Server], wrk: str, bodies: dict[int, Path], args: argp
 
 LABELS = {
     "ours": "invariant-serve (fixed shape)",
-    "ours-unsafe": "invariant-serve, variable shape (bench only)",
+    "ours-unsafe": "invariant-serve, variable shape (bench)",
     "plain": "(a) plain FastAPI + pydantic",
     "ceiling": "(b) FastAPI + orjson, constant",
 }
