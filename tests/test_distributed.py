@@ -28,6 +28,7 @@ from models.architectures import batchnorm_layers, build_model
 from models.checkpoint import list_versions, load_checkpoint
 from models.config import config_from_dict
 from training.cli import main
+from training.run import rank_seed
 
 ABS_TOLERANCE = 1e-5
 # Dropout 0: its masks are random per rank, and the comparison is about BatchNorm. 384 training rows, a
@@ -156,3 +157,11 @@ def test_flags_that_cannot_work_on_this_world_size_are_refused(
     assert main([*RUN, "--norm", "layer", "--sync-bn", *repository]) == 2
     assert_one_line_error(capsys.readouterr().err, "--sync-bn applies only to --norm batch, not --norm layer")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ranks_draw_distinct_dropout_seeds_from_the_run_seed() -> None:
+    for seed in (0, 7, 2**63 - 1):
+        seeds = [rank_seed(seed, rank) for rank in range(1, 9)]
+        assert len(set(seeds)) == 8
+        assert seed not in seeds  # rank 0 keeps --seed itself
+        assert all(0 <= value < 2**63 for value in seeds)

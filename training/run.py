@@ -53,6 +53,11 @@ def run_training(options: TrainOptions, progress: bool = True) -> RunResult | No
         load_standardization(model, split.train.features)
         if options.sync_bn:
             convert_to_sync_batchnorm(model)
+        if world.rank > 0:
+            # Initialization above is the same on every rank (and DDP broadcasts rank 0's anyway); dropout
+            # masks must not be: with one seed everywhere, row i of every rank's batch got the same mask.
+            # Rank 0 keeps the one-process stream.
+            torch.manual_seed(rank_seed(options.seed, world.rank))
         model.to(world.device)
         split = split.to(world.device)
         optimizer = build_optimizer(model, options.optimizer, options.lr, options.momentum, options.weight_decay)
@@ -74,6 +79,11 @@ def run_training(options: TrainOptions, progress: bool = True) -> RunResult | No
         raise TrainingFailed(f"could not write the checkpoint to {options.repository}: {exc}") from exc
     # save_checkpoint fills in version, sha256 and time; return what a server will read.
     return RunResult(version_dir, read_manifest(version_dir), fitted.history, fitted.kept_epoch)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A distinct global-RNG seed per rank > 0 (dropout), derived from --seed; within [0, 2**63)."""
+    return (seed + rank * 0x9E3779B97F4A7C15) % 2**63
 
 
 def check_rows_per_rank(options: TrainOptions, train_rows: int) -> None:

@@ -63,7 +63,8 @@ def norms_figure(runs: dict[tuple[str, str], Run], spreads: dict[str, NormSpread
     scatter.set_ylabel("||h|| / mean ||h||")
     scatter.legend(title="norm (spread std/mean)", fontsize=8)
     scatter.grid(alpha=0.3)
-    figure.suptitle("Norm choice: LayerNorm standardizes each row, so the row's norm (the norm task's class) is lost")
+    title = "Norm choice on digits and on the norm task (class = band of ||x||); right: row norms after the layer"
+    figure.suptitle(title)
     return _png(figure)
 
 
