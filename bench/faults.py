@@ -94,7 +94,23 @@ def sigkill_one_worker(server: Server, metrics_dir: Path) -> None:
     print(f"  after: invariant_queue_rows {queue}, invariant_model_ready {ready}, files of the dead worker: {left}")
 
 
-def sigterm_under_load(server: Server) -> None:
+def server_counted(metrics_dir: Path) -> dict[str, float]:
+    """invariant_requests_total by status, summed over the (now exited) workers' multiprocess files."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, str(metrics_dir))  # type: ignore[no-untyped-call]
+    counted: dict[str, float] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == "invariant_requests_total":
+                status = sample.labels["status"]
+                counted[status] = counted.get(status, 0) + sample.value
+    return counted
+
+
+def sigterm_under_load(server: Server, metrics_dir: Path) -> None:
     assert server.process is not None
     process = server.process
     stalled = socket.create_connection((HOST, server.port))
@@ -113,7 +129,7 @@ def sigterm_under_load(server: Server) -> None:
     print("\nSIGTERM to the server (--workers 2) under 16-client load, one client stalled mid-body")
     print(
         f"  answers: {dict(sorted(record.statuses.items()))}; connections refused after the signal: "
-        f"{record.errors}; accepted requests lost (written, no answer): {record.dropped}"
+        f"{record.errors}; written on a connection the server closed, no answer: {record.dropped}"
     )
     print(
         f"  process exited {exit_s:.2f} s after SIGTERM (exit status {process.returncode}); "
@@ -136,7 +152,7 @@ def main() -> None:
             if scenario == "sigkill":
                 sigkill_one_worker(server, metrics_dir)
             else:
-                sigterm_under_load(server)
+                sigterm_under_load(server, metrics_dir)
     print(f"\nload average at end: {os.getloadavg()}")
 
 
