@@ -135,6 +135,13 @@ def sigterm_under_load(server: Server, metrics_dir: Path) -> None:
         f"  process exited {exit_s:.2f} s after SIGTERM (exit status {process.returncode}); "
         f"the stalled client got: {stalled_answer.decode()!r}"
     )
+    # The requests the server took in are the ones it counted; each must have reached its client.
+    counted = server_counted(metrics_dir)
+    received = sum(record.statuses.values())
+    print(
+        f"  server counted {dict(sorted(counted.items()))}; clients received {received} answers "
+        f"-> accepted but lost: {sum(counted.values()) - received:g}"
+    )
 
 
 def main() -> None:

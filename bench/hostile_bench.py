@@ -82,17 +82,52 @@ def run_checkout(code: Path, results: Path, payload: dict[str, bytes], seconds: 
     return lines
 
 
+def gzip_bomb(results: Path) -> None:
+    """1 GiB of zeros, gzip-compressed (~1 MiB), against this checkout: time to the 413 and the server's RSS."""
+    import urllib.error
+    import urllib.request
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    bomb = b"".join(packer.compress(zeros) for _ in range(1024)) + packer.flush()
+    server = server_for(ROOT, digits_repository(ROOT, results), results)
+    with running([server]):
+        rss_before = server.rss_mb()[0]
+        request = urllib.request.Request(
+            f"{server.url}{PATH}", bomb, {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        )
+        started = time.perf_counter()
+        try:
+            urllib.request.urlopen(request, timeout=60)
+            status, answer = 200, ""
+        except urllib.error.HTTPError as error:
+            status, answer = error.code, error.read().decode()
+        seconds = time.perf_counter() - started
+        rss_after = server.rss_mb()[0]
+    print(
+        f"\ngzip bomb: 1 GiB of zeros as {len(bomb) / 2**20:.2f} MiB of gzip -> {status} {answer!r} in "
+        f"{seconds * 1000:.0f} ms; server RSS {rss_before:.0f} MB before, {rss_after:.0f} MB after"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", type=Path, required=True, help="checkout of the older commit (git worktree)")
+    parser.add_argument("--before", type=Path, help="checkout of the older commit (git worktree)")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--bomb-only", action="store_true", help="only the gzip bomb, against this checkout")
     args = parser.parse_args()
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
+    if args.bomb_only:
+        gzip_bomb(results)
+        return
     payload = bodies()
     print(
         f"bodies: large {len(payload['large']) / 2**20:.2f} MiB, oversized {len(payload['oversized']) / 2**20:.2f} MiB"
     )
+    if args.before is None:
+        parser.error("--before is required (unless --bomb-only)")
     for label, code in (("before", args.before.resolve()), ("after", ROOT)):
         load_before = os.getloadavg()
         lines = run_checkout(code, results, payload, args.seconds)
@@ -102,6 +137,7 @@ def main() -> None:
         )
         print(HEADER)
         print("\n".join(lines), flush=True)
+    gzip_bomb(results)
 
 
 if __name__ == "__main__":
