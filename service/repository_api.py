@@ -55,7 +55,7 @@ class RepositoryApi:
 
 async def _optional_body(reader: BodyReader, request: Request) -> dict[str, Any]:
     raw = await reader.read(request)
-    return parse_json_object(raw) if raw.strip() else {}
+    return parse_json_object(raw) if raw else {}  # whitespace is not "no body": it is malformed JSON (fuzz)
 
 
 def _parameters(body: dict[str, Any]) -> dict[str, Any]:
