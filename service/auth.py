@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import orjson
 from starlette.responses import Response
 from starlette.types import Scope
 
-from service.http import json_response
 from service.settings import Settings
 
 Access = Literal["public", "inference", "admin"]
@@ -131,12 +131,17 @@ class Guard:
         if self.admin_keys.holds(digest):
             return None
         if self.api_keys.holds(digest):
-            return json_response({"error": "this route needs an admin key"}, 403) if access == ADMIN else None
+            return _refused(403, "this route needs an admin key") if access == ADMIN else None
         return _unauthorized("invalid API key")
 
 
 def _unauthorized(message: str) -> Response:
-    return json_response({"error": message}, 401, CHALLENGE)
+    return _refused(401, message, CHALLENGE)
+
+
+def _refused(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    # Built here rather than with http.json_response: the CLI imports this module, and must not import torch.
+    return Response(orjson.dumps({"error": message}), status, headers, media_type="application/json")
 
 
 def bearer_token(scope: Scope) -> bytes | None:
