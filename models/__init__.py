@@ -19,7 +19,6 @@ if TYPE_CHECKING:
         list_model_names,
         list_versions,
         load_checkpoint,
-        parse_version,
         save_checkpoint,
         scan_versions,
     )
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
         config_from_dict,
         config_to_dict,
     )
+    from models.versions import parse_version
 
 __all__ = [
     "ARCHITECTURES",
@@ -68,10 +68,10 @@ _HOMES = {
         "list_model_names",
         "list_versions",
         "load_checkpoint",
-        "parse_version",
         "save_checkpoint",
         "scan_versions",
     ),
+    "models.versions": ("parse_version",),
     "models.config": (
         "ARCHITECTURES",
         "ArchConfig",

@@ -31,6 +31,7 @@ from torch import nn
 from models.architectures import build_model
 from models.config import ArchConfig, InputSpec, config_from_dict, config_to_dict
 from models.staging import STAGING_PREFIX, remove_abandoned_staging, staging_prefix
+from models.versions import parse_version
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -112,19 +113,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-VERSION_PATTERN = re.compile(r"[1-9][0-9]*", re.ASCII)
-
-
-def parse_version(text: str) -> int | None:
-    """A version number in its one canonical spelling (ASCII digits, no leading zero), else None.
-
-    `'²'.isdigit()` is True and `int('007')` is 7: neither names a version, so a directory or URL
-    spelled so can never alias or crash on one.
-    """
-    # At most 18 digits: more than any version, and int() of over 4,300 digits raises (a 500 from a URL).
-    return int(text) if len(text) <= 18 and VERSION_PATTERN.fullmatch(text) else None
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,11 @@ from models.checkpoint import (
     list_model_names,
     list_versions,
     load_checkpoint,
-    parse_version,
     save_checkpoint,
     scan_versions,
 )
 from models.config import CNNConfig, InputSpec, MLPConfig
+from models.versions import parse_version
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = MLPConfig(in_features=6, num_classes=3, hidden=(8, 8), norm="batch", dropout=0.2)
