@@ -200,6 +200,7 @@ def test_two_worker_processes_give_the_same_bits(tmp_path_factory: pytest.TempPa
     temp = tmp_path_factory.mktemp("server-temp")  # the server's TMPDIR: where its metrics folder goes
     multi = start_server(repository, logs, "--workers", "2", env={"TMPDIR": str(temp)})
     try:
+        wait_for_both_workers(multi)
         answers = []
         for _ in range(24):  # a fresh connection each time, so the kernel spreads them over both workers
             with multi.client() as client:
@@ -220,6 +221,18 @@ def test_two_worker_processes_give_the_same_bits(tmp_path_factory: pytest.TempPa
         assert all(len(labels) == 1 and labels[0][0] == "pid" and value > 0 for labels, value in per_worker.items())
     assert multi.process.returncode == 0  # the supervisor returned from uvicorn.run (and cleaned up)
     assert list(temp.iterdir()) == []  # its metrics folder removed on exit
+
+
+def wait_for_both_workers(server: RunningServer) -> None:
+    """Readiness is answered by whichever worker is up; on a busy machine the second may still be importing
+    torch. Wait (bounded) until both have registered their metrics, so the test does not depend on speed."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with server.client() as client:
+            if metric_samples(client).get(("invariant_worker_processes", ())) == 2:
+                return
+        time.sleep(0.2)
+    pytest.fail("the second worker process never started")
 
 
 def test_sigterm_drains_in_flight_requests(tmp_path_factory: pytest.TempPathFactory) -> None:
