@@ -7,6 +7,7 @@ Every wait is on a condition with a bounded deadline, never on a sleep; the poll
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -95,10 +96,11 @@ def test_poll_follows_repairs_new_versions_garbage_and_deletions(
 ) -> None:
     model_dir = poll_repository / "tiny"
     with poll_server.client() as http:
-        # The operator finishes the copy into the empty `2`: its files changed, so it is retried and serves.
+        # The operator moves a finished copy onto the empty `2` (one rename, so no poll can see half of it and
+        # the load counts below are exact): its files changed, so it is retried and serves.
         source = write_checkpoint(tmp_path, "tiny", seed=1)
-        for file in sorted(source.iterdir()):
-            shutil.copy(file, model_dir / "2" / file.name)
+        shutil.copytree(source, tmp_path / "finished-copy")
+        os.rename(tmp_path / "finished-copy", model_dir / "2")
         wait_for("version 2 to serve", until_state(http, "tiny", "2", "READY"))
         assert served_version(http) == "2"
         assert states(http, "tiny")["1"] == "READY"  # latest:2 keeps the one before for comparison
