@@ -31,9 +31,9 @@ def rows_from_nested(rows: Any, input_shape: tuple[int, ...], what: str = "insta
         if problem:
             raise BadRequest(f"{what} row {index}: {problem}")
     try:
-        array = np.asarray(rows, dtype=np.float32)
+        array = _to_float32(rows)
     except ValueError:  # nested and flat rows mixed in one request: each is valid, the mixture is ragged
-        array = np.stack([np.asarray(row, dtype=np.float32).reshape(input_shape) for row in rows])
+        array = np.stack([_to_float32(row).reshape(input_shape) for row in rows])
     return finite_rows(array.reshape((len(rows), *input_shape)), what)
 
 
@@ -129,7 +129,7 @@ def _rows_from_flat(values: Any, shape: tuple[int, ...], input_shape: tuple[int,
         if bad is not None:
             row_size = math.prod(input_shape)
             raise BadRequest(f"{what} row {bad // row_size}: element {values[bad]!r} is not a number")
-        array = np.asarray(values, dtype=np.float32)
+        array = _to_float32(values)
     return _shaped(array, shape, rows, input_shape, what)
 
 
@@ -146,7 +146,7 @@ def rows_from_bytes(
             f"{what}: {len(raw)} bytes of binary data, expected {math.prod(shape) * dtype.itemsize} "
             f"for shape {list(shape)} of {datatype}"
         )
-    array = np.frombuffer(raw, dtype=dtype).astype(np.float32)
+    array = _to_float32(np.frombuffer(raw, dtype=dtype))
     return _shaped(array, shape, rows, input_shape, what)
 
 
@@ -161,6 +161,13 @@ MAX_DIGITS = 18
 def ascii_int(text: str) -> int | None:
     """A non-negative decimal integer of at most 18 ASCII digits, else None ('²'.isdigit() is True)."""
     return int(text) if len(text) <= MAX_DIGITS and text.isascii() and text.isdigit() else None
+
+
+def _to_float32(values: Any) -> Float32Array:
+    """Values beyond float32's range become inf on purpose (`finite_rows` then names the row), so numpy's
+    overflow warning would only be noise in the server log, once per such request."""
+    with np.errstate(over="ignore"):
+        return np.array(values, dtype=np.float32)
 
 
 def finite_rows(array: Float32Array, what: str) -> Float32Array:

@@ -5,6 +5,7 @@ next good request with 200."""
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +20,9 @@ from bad_input_helpers import (
     row_with,
     tensor,
 )
+
+from service.errors import BadRequest
+from service.inputs import rows_from_nested
 
 
 @pytest.mark.parametrize(
@@ -221,3 +225,11 @@ def test_chunked_body_over_the_limit_is_413(probe: Probe) -> None:
 
 
 # ------------------------------------------------------------------------------------------- V2 infer
+
+
+def test_a_value_beyond_float32_is_refused_without_a_numpy_warning() -> None:
+    """1e39 overflows float32 to inf on purpose; the row check names it, and the log gets no RuntimeWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(BadRequest, match=r"instances row 1: contains NaN or Infinity"):
+            rows_from_nested([[0.0, 1.0], [1e39, 0.0]], (2,))
