@@ -10,9 +10,6 @@ task rescans the repository every `poll_interval_s`; a failed or slow load never
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import functools
-import gc
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +29,7 @@ from service.loader import (
     scan_model,
     scan_repository,
 )
+from service.memory import freeze_survivors, release_memory
 from service.metrics import Metrics
 from service.policy import parse_policy
 from service.settings import Settings
@@ -313,7 +311,7 @@ class ModelRegistry:
         self._retire_displaced(name)
         self._publish()
         if isinstance(result, ServedModel):
-            await asyncio.to_thread(_freeze_survivors)
+            await asyncio.to_thread(freeze_survivors)
 
     def _compute_failed(self, key: Key, reason: str) -> None:
         """A version whose compute thread died stops serving (its requests already failed with 503); the
@@ -345,7 +343,7 @@ class ModelRegistry:
             self._draining[key] = left
         self.metrics.unloads.labels(key[0]).inc()
         log.info("model %s version %d unloaded", *key)
-        await asyncio.to_thread(_release_memory)
+        await asyncio.to_thread(release_memory)
         self._publish()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -413,30 +411,3 @@ class ModelRegistry:
 def _refused_as_is(refusals: Mapping[Key, Refusal], key: Key, print_: Fingerprint) -> bool:
     refusal = refusals.get(key)
     return refusal is not None and refusal.fingerprint == print_
-
-
-def _freeze_survivors() -> None:
-    # Long-lived objects (torch, the models, the app) move out of the collector's reach: otherwise each
-    # full collection walks ~200k objects, ~190 ms on this machine, during which no request is answered.
-    gc.collect()
-    gc.freeze()
-
-
-def _release_memory() -> None:
-    # An unloaded model's objects may sit in the frozen generation, where no collection reaches reference
-    # cycles: unfreeze, collect (one full pass), and freeze what is still alive.
-    gc.unfreeze()
-    _freeze_survivors()
-    # glibc keeps freed heap pages (a model's weights, its executor's buffers) in its arenas; without a trim
-    # RSS grows by megabytes with every load/unload cycle (bench/rss_cycles.py; tf-serving #1346).
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-@functools.cache
-def _glibc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl, macOS): nothing to trim
-        return None
