@@ -23,6 +23,8 @@ from pathlib import Path
 from hostile_load import Record, closed_loop, digits_repository, post
 from servers import HOST, MODEL, PYTHON, ROOT, Server, running
 
+from service.metrics import parent_of
+
 CLIENTS = 16
 
 
@@ -32,12 +34,10 @@ def workers_of(server: Server) -> set[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stat = (entry / "stat").read_text()
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            parent = int(stat[stat.rindex(")") + 2 :].split()[1])
-            if parent == server.process.pid and b"resource_tracker" not in cmdline:
+            if parent_of(int(entry.name)) == server.process.pid and b"resource_tracker" not in cmdline:
                 found.add(int(entry.name))
     return found
 

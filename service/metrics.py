@@ -174,7 +174,7 @@ class WorkerProcesses(Collector):
 
     def worker_pids(self) -> list[int]:
         named = {int(m.group(1)) for f in self.folder.iterdir() if (m := _METRIC_FILE.search(f.name))}
-        return sorted(pid for pid in named | {os.getpid()} if _parent_of(pid) == os.getppid())
+        return sorted(pid for pid in named | {os.getpid()} if parent_of(pid) == os.getppid())
 
     def collect(self) -> Iterable[Metric]:
         merged: dict[str, Metric] = {}
@@ -186,7 +186,8 @@ class WorkerProcesses(Collector):
         return list(merged.values())
 
 
-def _parent_of(pid: int) -> int | None:
+def parent_of(pid: int) -> int | None:
+    """The parent pid of a live process, from /proc/<pid>/stat; None once it has exited."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:  # exited

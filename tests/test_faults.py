@@ -19,6 +19,8 @@ import httpx
 import pytest
 from conftest import RunningServer, start_server, stop_server
 
+from service.metrics import parent_of
+
 ROW = [0.25 * i - 2.0 for i in range(16)]
 
 
@@ -99,11 +101,10 @@ def children(pid: int) -> set[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stat = (entry / "stat").read_text()
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid and b"resource_tracker" not in cmdline:
+            if parent_of(int(entry.name)) == pid and b"resource_tracker" not in cmdline:
                 found.add(int(entry.name))
     return found
 
