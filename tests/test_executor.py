@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -10,9 +13,9 @@ from torch import nn
 from variable_shape_executor import VariableShapeExecutor
 
 from models import MLPConfig, build_model
-from service.executor import EagerExecutor, TracedCpuExecutor
+from service.executor import ChunkResult, EagerExecutor, Float32Array, TracedCpuExecutor
 from service.probe import probe_batch_sizes
-from service.selftest import run_self_test
+from service.selftest import FRESH_THREAD_CASE, run_self_test
 from service.verify import ModelRefused, check_inference_mode, check_weights
 
 CONFIG = MLPConfig(in_features=64, num_classes=10, hidden=(256, 256), norm="batch", dropout=0.2)
@@ -73,7 +76,8 @@ def test_self_test_passes_on_fixed_shape_and_reports_the_control() -> None:
     assert report.passed
     assert report.failures == 0
     assert report.batch_sizes == (1, 2, 3, 15, 16, 17, 33)
-    assert report.cases == 4 * sum(report.batch_sizes)  # every position, four kinds of co-rows
+    # every position, four kinds of co-rows, and the probe alone on a fresh thread
+    assert report.cases == 4 * sum(report.batch_sizes) + 1
     assert report.plain_path_batch_dependent  # plain model(batch) differs on this machine
 
 
@@ -84,6 +88,52 @@ def test_self_test_fails_a_batch_dependent_model() -> None:
     assert report.failures > 0
     assert report.first_failure.startswith("random co-rows, batch 2, position ")
     assert "failed:" in report.summary()
+
+
+class FirstForwardPerThreadDiffers(EagerExecutor):
+    """Each thread's first forward nudges every logit by one ulp, as a graph with per-thread state would."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._seen = threading.local()
+
+    def _forward(self, piece: Float32Array) -> ChunkResult:
+        logits, probabilities, index = super()._forward(piece)
+        if not getattr(self._seen, "ran", False):
+            self._seen.ran = True
+            logits = np.nextafter(logits, np.float32(np.inf))
+        return logits, probabilities, index
+
+
+def test_an_executor_whose_first_forward_on_a_thread_differs_is_refused() -> None:
+    executor = FirstForwardPerThreadDiffers(trained_model(), (64,), 10, chunk_rows=4)
+    executor.run(np.zeros((1, 64), dtype=np.float32))  # this thread's first forward: every later one agrees
+    report = run_self_test(executor)
+    assert report.failures == 1
+    assert report.first_failure == FRESH_THREAD_CASE
+
+
+def test_optimize_for_inference_graphs_differ_on_a_new_threads_first_forward() -> None:
+    """Why the self-test has its fresh-thread case: with one torch thread (the service's default) and C = 1,
+    a torch.jit.optimize_for_inference graph (torch 2.13, CPU) computes the first forward on each new thread
+    differently; the traced executor the service uses does not."""
+
+    class OptimizedForInference(TracedCpuExecutor):
+        def _build_heads(self) -> nn.Module:
+            traced = super()._build_heads()
+            optimized: nn.Module = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+            return optimized
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report = run_self_test(OptimizedForInference(trained_model(), (64,), 10, chunk_rows=1))
+        traced = run_self_test(TracedCpuExecutor(trained_model(), (64,), 10, chunk_rows=1))
+    finally:
+        torch.set_num_threads(threads)
+    assert report.failures == 1
+    assert report.first_failure == FRESH_THREAD_CASE
+    assert traced.passed
 
 
 def test_the_bench_variable_shape_executor_fails_its_self_test() -> None:
