@@ -164,7 +164,9 @@ def test_image_models_run_channels_last_with_the_same_bits_traced_and_eager() ->
     rows = np.random.default_rng(3).standard_normal((9, 1, 8, 8)).astype(np.float32)
     assert traced.run(rows).bitwise_equal(eager.run(rows))
     assert traced.describe()["memory_format"] == "channels_last"
-    assert traced.model.get_submodule("blocks.4").weight.is_contiguous(memory_format=torch.channels_last)
+    conv = traced.model.get_submodule("blocks.4")
+    assert isinstance(conv, nn.Conv2d)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert run_self_test(traced).passed
 
 
