@@ -20,8 +20,9 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from run_bench import BENCH, ensure_wrk, prepare_model, run_wrk
+from run_bench import prepare_model
 from servers import HOST, PYTHON, ROOT, Server, running
+from wrk import BENCH, ensure_wrk, run_wrk
 
 from models import ArchConfig, CNNConfig, MLPConfig, list_versions
 

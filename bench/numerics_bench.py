@@ -26,8 +26,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from run_bench import BENCH, ensure_wrk, prepare_model
+from run_bench import prepare_model
 from servers import HOST, PYTHON, ROOT, Server
+from wrk import BENCH, ensure_wrk
 
 from service.probe import group_by_digest
 from service.probe_http import ProbeClient, ProbeError, replica_digest

@@ -16,8 +16,6 @@ import argparse
 import json
 import os
 import platform
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,8 +24,8 @@ from pathlib import Path
 from types import FrameType
 
 from servers import HOST, MODEL, PYTHON, ROOT, Server, running
+from wrk import BENCH, Load, ensure_wrk, run_wrk
 
-BENCH = ROOT / "bench"
 TRAIN_ARGS = [
     "--data", "digits", "--arch", "mlp", "--hidden", "256,256", "--norm", "batch", "--dropout", "0.2",
     "--weight-decay", "5e-4", "--epochs", "20", "--name", MODEL,
@@ -35,23 +33,6 @@ TRAIN_ARGS = [
 
 
 # ---------------------------------------------------------------------------------------------- tools
-
-
-def ensure_wrk() -> str:
-    """Path of wrk; installs Debian's package when missing and we may (root with apt-get)."""
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("wrk not found: installing Debian's package (apt-get install -y wrk) ...", flush=True)
-        quiet = {"stdout": subprocess.DEVNULL, "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}}
-        if subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, **quiet).returncode != 0:  # type: ignore[call-overload]
-            subprocess.run(["apt-get", "update"], check=False, **quiet)  # type: ignore[call-overload]
-            subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, **quiet)  # type: ignore[call-overload]
-        found = shutil.which("wrk")
-        if found:
-            return found
-    raise SystemExit("bench: wrk is required: install it with `sudo apt-get install -y wrk` (Debian/Ubuntu)")
 
 
 def prepare_model(results: Path) -> tuple[Path, str]:
@@ -159,60 +140,6 @@ def build_servers(args: argparse.Namespace, repository: Path, results: Path) -> 
             processes=workers,
         )
     return {name: servers[name] for name in [*args.only, *(["candidate"] if args.candidate else [])]}
-
-
-@dataclass
-class Load:
-    connections: int
-    rows: int
-    requests: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-    errors: dict[str, int]
-    cpu_ms_per_request: float = 0.0
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds
-
-    @property
-    def failed(self) -> int:
-        return sum(self.errors.values())
-
-
-_RESULT = re.compile(r"BENCH_RESULT (.*)")
-
-
-def run_wrk(
-    wrk: str,
-    url: str,
-    body: Path,
-    connections: int,
-    seconds: float,
-    rows: int,
-    model: str = MODEL,
-    target: str | None = None,
-) -> Load:
-    """`target`: the full URL to POST to (another server's route); default our V1 predict route of `model`."""
-    command = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "-s", str(BENCH / "post.lua")]
-    done = subprocess.run(
-        [*command, target or f"{url}/v1/models/{model}:predict"],
-        env={**os.environ, "BENCH_BODY": str(body)},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=seconds + 30,
-    )
-    match = _RESULT.search(done.stdout)
-    if done.returncode != 0 or match is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
-    values = {key: int(value) for key, value in (item.split("=") for item in match.group(1).split())}
-    errors = {key: values[key] for key in ("connect", "read", "write", "status", "timeout")}
-    return Load(
-        connections, rows, values["requests"], values["duration_us"] / 1e6, values["p50_us"] / 1e3,
-        values["p99_us"] / 1e3, errors,
-    )  # fmt: skip
 
 
 @dataclass

@@ -13,8 +13,9 @@ from service.executor import Float32Array, Outputs
 from service.http import OFFLOAD_BYTES
 from service.loader import ServedModel
 from service.metrics import Metrics
-from service.registry import ModelRegistry, NotServing
+from service.registry import ModelRegistry
 from service.settings import Settings
+from service.snapshot import NotServing
 
 UNKNOWN_NAME = "<unknown>"
 UNKNOWN_VERSION = "unknown"

@@ -13,7 +13,7 @@ from typing import Any
 
 from models import Manifest, config_to_dict
 from service.loader import ServedModel
-from service.registry import NotServing, State
+from service.snapshot import NotServing, State
 
 
 def model_parameters(found: ServedModel | NotServing) -> dict[str, Any]:

@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from models import parse_version
-from service.errors import BadRequest, NotFound, NotReady
+from service.errors import BadRequest, NotFound
 from service.executor import Executor
 from service.loader import (
     EMPTY_MODEL_DIR,
@@ -33,58 +31,15 @@ from service.memory import freeze_survivors, release_memory
 from service.metrics import Metrics
 from service.policy import parse_policy
 from service.settings import Settings
+from service.snapshot import IndexEntry, Key, NotServing, Snapshot, State
 
 log = logging.getLogger("invariant.registry")
 
 
-Key = tuple[str, int]  # (model name, version)
 # Bench only, reachable from code (create_app) and never from settings: wraps the executor that passed the
 # self-test into the one that serves (the bench's variable-shape comparison). A failed self-test refuses the
 # model before this is ever called.
 ServingExecutorFactory = Callable[[Executor], Executor]
-
-
-class State(StrEnum):
-    READY = "READY"
-    LOADING = "LOADING"
-    UNAVAILABLE = "UNAVAILABLE"
-    UNLOADING = "UNLOADING"
-
-
-@dataclass(frozen=True)
-class IndexEntry:
-    """One line of the repository index: a version on disk or loaded, or a directory that is not one."""
-
-    name: str
-    version: str
-    state: State
-    reason: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"name": self.name, "version": self.version, "state": self.state.value, "reason": self.reason}
-
-
-@dataclass(frozen=True)
-class NotServing:
-    """A known version that does not serve now, and why."""
-
-    name: str
-    version: int
-    state: State
-    reason: str
-
-    def error(self) -> NotReady:
-        if self.state is State.LOADING:
-            return NotReady(f"model {self.name!r} version {self.version} is still loading")
-        return NotReady(f"model {self.name!r} version {self.version} is not served: {self.reason}")
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    serving: Mapping[str, Mapping[int, ServedModel]] = field(default_factory=dict)
-    latest: Mapping[str, ServedModel] = field(default_factory=dict)  # highest serving version per model
-    unserved: Mapping[str, Mapping[int, NotServing]] = field(default_factory=dict)
-    index: tuple[IndexEntry, ...] = ()
 
 
 class ModelRegistry:

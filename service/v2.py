@@ -19,7 +19,7 @@ from service.inference import Admission, Inference
 from service.inputs import rows_from_bytes, rows_from_flat
 from service.loader import ServedModel
 from service.metadata import model_parameters
-from service.registry import NotServing
+from service.snapshot import NotServing
 
 INPUT_NAME = "input"
 OUTPUTS = {"logits": "FP32", "probabilities": "FP32", "class_index": "INT64", "label": "BYTES"}

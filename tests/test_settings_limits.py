@@ -21,8 +21,9 @@ from service.errors import NotReady
 from service.inference import Admission, Inference
 from service.loader import ServedModel
 from service.metrics import Metrics
-from service.registry import IndexEntry, ModelRegistry, NotServing, State
+from service.registry import ModelRegistry
 from service.settings import Settings
+from service.snapshot import IndexEntry, NotServing, State
 
 
 @pytest.fixture(autouse=True)

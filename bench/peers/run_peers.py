@@ -39,8 +39,9 @@ PEERS_DIR = Path(__file__).resolve().parent
 BENCH = PEERS_DIR.parent
 sys.path.insert(0, str(BENCH))
 
-from run_bench import ensure_wrk, prepare_model, run_wrk  # noqa: E402
+from run_bench import prepare_model  # noqa: E402
 from servers import HOST, PYTHON, ROOT, Server, free_port  # noqa: E402
+from wrk import ensure_wrk, run_wrk  # noqa: E402
 
 from models import list_versions  # noqa: E402
 
