@@ -104,8 +104,8 @@ class ChunkedExecutor(ABC):
         input_shape: tuple[int, ...],
         num_classes: int,
         chunk_rows: int,
-        device: str,
-        dtype: str,
+        device: str = "cpu",
+        dtype: str = "float32",
         details: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
@@ -117,6 +117,11 @@ class ChunkedExecutor(ABC):
         self._torch_dtype = DTYPES[dtype]
         self._details = details or {}  # joins describe(): how C was chosen
         self._lock = threading.Lock()
+        self._prepare()
+
+    @abstractmethod
+    def _prepare(self) -> None:
+        """Build what every chunk reuses (buffers, traced or captured graph), from the attributes set above."""
 
     def run(self, rows: Float32Array) -> Outputs:
         if rows.shape[1:] != self.input_shape:
@@ -161,25 +166,16 @@ class EagerExecutor(ChunkedExecutor):
 
     kind = "eager"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        chunk_rows: int,
-        device: str = "cpu",
-        dtype: str = "float32",
-        details: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(model, input_shape, num_classes, chunk_rows, device, dtype, details)
-        self._on_cpu = torch.device(device).type == "cpu"
+    def _prepare(self) -> None:
+        self._on_cpu = torch.device(self.device).type == "cpu"
         # Images (C, channels, H, W) run channels-last on CPU: oneDNN's convolutions then need no layout
         # reorders (CNN 1x28x28 (32, 64), one thread: 8.7 -> 5.6 ms per 32-row chunk, 318 -> 198 us per row).
-        self.channels_last = self._on_cpu and len(input_shape) == 3
+        self.channels_last = self._on_cpu and len(self.input_shape) == 3
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=layout)  # type: ignore[call-overload]  # documented, not in the stubs
         # The one execution shape: (C, *input_shape), reused so no allocation varies between calls.
-        self._chunk = torch.zeros((chunk_rows, *input_shape), dtype=torch.float32).contiguous(memory_format=layout)
+        chunk = torch.zeros((self.chunk_rows, *self.input_shape), dtype=torch.float32)  # (C, *input_shape)
+        self._chunk = chunk.contiguous(memory_format=layout)
         self._pad: Float32Array = self._chunk.numpy()  # a view in the chunk's layout: writes land in place
         self._heads = self._build_heads()
 

@@ -8,8 +8,6 @@ stream that replays the graph, then one synchronize per chunk.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -25,18 +23,9 @@ class GraphCaptureFailed(Exception):
 class CudaGraphExecutor(ChunkedExecutor):
     kind = "cuda-graph"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        chunk_rows: int,
-        device: str = "cuda",
-        dtype: str = "float32",
-        details: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(model, input_shape, num_classes, chunk_rows, device, dtype, details)
-        shape = (chunk_rows, *input_shape)
+    def _prepare(self) -> None:
+        chunk_rows, num_classes, device = self.chunk_rows, self.num_classes, self.device
+        shape = (chunk_rows, *self.input_shape)
         # Host side, pinned: the chunk is padded here (numpy view, no torch call), outputs land here.
         self._host_in = torch.zeros(shape, dtype=torch.float32).pin_memory()  # (C, *input_shape)
         self._pad: Float32Array = self._host_in.numpy()
@@ -49,7 +38,7 @@ class CudaGraphExecutor(ChunkedExecutor):
         self._static_in = torch.zeros(shape, dtype=torch.float32, device=device)
         self._stream = torch.cuda.current_stream(device)
         try:
-            self._graph, self._static_out = self._capture(Heads(model, self._torch_dtype))
+            self._graph, self._static_out = self._capture(Heads(self.model, self._torch_dtype))
         except RuntimeError as exc:
             raise GraphCaptureFailed(repr(exc)) from exc
 
