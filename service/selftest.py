@@ -3,10 +3,11 @@ alone and at every position of batches around C, next to random, zero, huge and 
 again on a thread that has never run the model.
 
 Why the last case: requests are answered on the batcher's compute thread, which starts after the self-test,
-and some graphs compute a thread's first forward differently: a `torch.jit.optimize_for_inference` graph
-(torch 2.13, CPU, one thread, C = 1) gives a few ulps of difference in the logits on each new thread's first
-forward (tests/test_executor.py). The self-test runs on the loader's thread, so without this case such an
-executor would pass and then serve its first request with bits no other request gets.
+and a thread's first forward can take another path through the math libraries (torch 2.13, CPU, one
+thread: an MLP 784-1024-1024-10 at C = 16 computes each new thread's first forward with other bits, traced or
+eager). The executor runs warm-up forwards on every new thread for that (service/executor.py); this case
+checks that a fresh thread, warmed up the same way, then gives the self-test's bits, and refuses a model whose
+answers still depend on the thread (a per-thread floating-point setting would).
 """
 
 from __future__ import annotations

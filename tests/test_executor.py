@@ -90,50 +90,59 @@ def test_self_test_fails_a_batch_dependent_model() -> None:
     assert "failed:" in report.summary()
 
 
-class FirstForwardPerThreadDiffers(EagerExecutor):
-    """Each thread's first forward nudges every logit by one ulp, as a graph with per-thread state would."""
+class OtherThreadsDiffer(EagerExecutor):
+    """Every forward on a thread other than the one that built it is nudged by one ulp per logit, as a
+    per-thread floating-point setting (flush-to-zero, a thread-local kernel choice) would do."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, first_only: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._seen = threading.local()
+        self.first_only = first_only  # nudge only each thread's first forward
+        self._builder = threading.get_ident()
+        self._forwards = threading.local()
 
     def _forward(self, piece: Float32Array) -> ChunkResult:
         logits, probabilities, index = super()._forward(piece)
-        if not getattr(self._seen, "ran", False):
-            self._seen.ran = True
+        count = getattr(self._forwards, "count", 0)
+        self._forwards.count = count + 1
+        if threading.get_ident() != self._builder and (count == 0 or not self.first_only):
             logits = np.nextafter(logits, np.float32(np.inf))
         return logits, probabilities, index
 
 
-def test_an_executor_whose_first_forward_on_a_thread_differs_is_refused() -> None:
-    executor = FirstForwardPerThreadDiffers(trained_model(), (64,), 10, chunk_rows=4)
-    executor.run(np.zeros((1, 64), dtype=np.float32))  # this thread's first forward: every later one agrees
-    report = run_self_test(executor)
+def on_new_thread(executor: EagerExecutor, rows: Float32Array) -> bytes:
+    answers: list[bytes] = []
+    thread = threading.Thread(target=lambda: answers.append(executor.run(rows).logits.tobytes()))
+    thread.start()
+    thread.join()
+    return answers[0]
+
+
+def test_an_executor_whose_answers_depend_on_the_thread_is_refused() -> None:
+    report = run_self_test(OtherThreadsDiffer(trained_model(), (64,), 10, chunk_rows=4))
     assert report.failures == 1
     assert report.first_failure == FRESH_THREAD_CASE
 
 
-def test_optimize_for_inference_graphs_differ_on_a_new_threads_first_forward() -> None:
-    """Why the self-test has its fresh-thread case: with one torch thread (the service's default) and C = 1,
-    a torch.jit.optimize_for_inference graph (torch 2.13, CPU) computes the first forward on each new thread
-    differently; the traced executor the service uses does not."""
+def test_a_threads_first_forward_is_a_warm_up_that_answers_nobody() -> None:
+    executor = OtherThreadsDiffer(trained_model(), (64,), 10, chunk_rows=4, first_only=True)
+    rows = np.random.default_rng(4).standard_normal((3, 64)).astype(np.float32)
+    assert on_new_thread(executor, rows) == executor.run(rows).logits.tobytes()
+    assert run_self_test(executor).passed
 
-    class OptimizedForInference(TracedCpuExecutor):
-        def _build_heads(self) -> nn.Module:
-            traced = super()._build_heads()
-            optimized: nn.Module = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-            return optimized
 
+def test_a_new_thread_gives_the_same_bits_for_a_large_mlp_at_c16() -> None:
+    """Measured here (torch 2.13, one thread): an MLP 784-1024-1024-10 at C = 16 computes the first forward
+    on each new thread with other bits, traced or eager; the executor's per-thread warm-up absorbs it."""
+    model = trained_model(MLPConfig(in_features=784, num_classes=10, hidden=(1024, 1024), norm="batch", dropout=0.2))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        report = run_self_test(OptimizedForInference(trained_model(), (64,), 10, chunk_rows=1))
-        traced = run_self_test(TracedCpuExecutor(trained_model(), (64,), 10, chunk_rows=1))
+        rows = np.random.default_rng(5).standard_normal((1, 784)).astype(np.float32)
+        for executor in (TracedCpuExecutor(model, (784,), 10, 16), EagerExecutor(model, (784,), 10, 16)):
+            here = executor.run(rows).logits.tobytes()
+            assert [on_new_thread(executor, rows) for _ in range(3)] == [here] * 3
     finally:
         torch.set_num_threads(threads)
-    assert report.failures == 1
-    assert report.first_failure == FRESH_THREAD_CASE
-    assert traced.passed
 
 
 def test_the_bench_variable_shape_executor_fails_its_self_test() -> None:
