@@ -149,10 +149,21 @@ def load_settings(argv: list[str] | None) -> Settings:
     except ValidationError as exc:
         usage_error(_settings_error(exc, set(given)))
     _check_repository(settings.repository, "repository" in given)
-    problem = startup_problem(settings)
+    problem = startup_problem(settings) or _model_control_problem(settings)
     if problem:
         usage_error(problem)
     return settings
+
+
+def _model_control_problem(settings: Settings) -> str | None:
+    # Each worker process has its own registry, and a repository API call reaches whichever worker the
+    # kernel hands the connection to: with several, workers would serve different models.
+    if settings.model_control == "explicit" and settings.workers > 1:
+        return (
+            f"--model-control explicit needs --workers 1 (got {settings.workers}): a repository API call "
+            "reaches one worker process only; use --model-control poll to serve with several workers"
+        )
+    return None
 
 
 def _check_repository(repository: Path, from_flag: bool) -> None:

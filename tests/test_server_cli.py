@@ -68,6 +68,11 @@ def serve(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -
             "'debug')",
         ),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (
+            ["--model-control", "explicit", "--workers", "2"],
+            "--model-control explicit needs --workers 1 (got 2): a repository API call reaches one worker process "
+            "only; use --model-control poll to serve with several workers",
+        ),
     ],
 )
 def test_bad_flag_is_one_line_naming_the_flag_and_its_allowed_values(
