@@ -12,6 +12,7 @@ import json
 import math
 import os
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -76,22 +77,26 @@ def assert_rows(rows: Any, shape: tuple[int, ...]) -> None:
     assert np.isfinite(rows).all()
 
 
-@FIXED_SEED
-@given(data=st.data(), shape=st.sampled_from(SHAPES))
-def test_v1_instances_decode_or_get_400(data: st.DataObject, shape: tuple[int, ...]) -> None:
-    instances = data.draw(st.lists(rows_near(shape), max_size=4) | json_values)
-    body = data.draw(st.sampled_from([{"instances": instances}, {"rows": instances}, instances]))
+def decodes_or_gets_400(decode: Callable[[], Any], shape: tuple[int, ...], count: int) -> None:
+    """decode() either raises BadRequest (a 400) or returns `count` finite float32 rows of `shape`."""
     try:
-        rows = decode_instances(
-            parse_json_object(json_bytes(body)), InputSpec(shape, feature_names=feature_names(shape))
-        )
+        rows = decode()
     except BadRequest:
         event("400")
         return
     event("decoded")
     assert_rows(rows, shape)
-    assert isinstance(instances, list)
-    assert rows.shape[0] == len(instances)
+    assert rows.shape[0] == count
+
+
+@FIXED_SEED
+@given(data=st.data(), shape=st.sampled_from(SHAPES))
+def test_v1_instances_decode_or_get_400(data: st.DataObject, shape: tuple[int, ...]) -> None:
+    instances = data.draw(st.lists(rows_near(shape), max_size=4) | json_values)
+    body = data.draw(st.sampled_from([{"instances": instances}, {"rows": instances}, instances]))
+    spec = InputSpec(shape, feature_names=feature_names(shape))
+    count = len(instances) if isinstance(instances, list) else -1  # only a list of instances may decode
+    decodes_or_gets_400(lambda: decode_instances(parse_json_object(json_bytes(body)), spec), shape, count)
 
 
 def v2_tensor(shape: tuple[int, ...], count: int) -> st.SearchStrategy[dict[str, Any]]:
@@ -119,16 +124,13 @@ def test_v2_json_tensors_decode_or_get_400(data: st.DataObject, shape: tuple[int
         {}, optional={"outputs": json_values, "parameters": json_values}
     )
     body |= data.draw(extras)
-    try:
+
+    def decode() -> Any:
         parsed = parse_json_object(json_bytes(body))
         requested_outputs(parsed)
-        rows = decode_v2(parsed, b"", shape)
-    except BadRequest:
-        event("400")
-        return
-    event("decoded")
-    assert_rows(rows, shape)
-    assert rows.shape[0] == count
+        return decode_v2(parsed, b"", shape)
+
+    decodes_or_gets_400(decode, shape, count)
 
 
 @FIXED_SEED
@@ -147,15 +149,12 @@ def test_v2_binary_tensors_decode_or_get_400(data: st.DataObject, shape: tuple[i
         tensor["parameters"] = {"binary_data_size": claimed}
     header = json_bytes({"inputs": [tensor]})
     declared = data.draw(st.sampled_from([str(len(header)), str(len(header) + 3), "0", "-1", "x", "²", None]))
-    try:
+
+    def decode() -> Any:
         json_part, rest = split_body(header + binary, declared)
-        rows = decode_v2(parse_json_object(json_part), rest, shape)
-    except BadRequest:
-        event("400")
-        return
-    event("decoded")
-    assert_rows(rows, shape)
-    assert rows.shape[0] == count
+        return decode_v2(parse_json_object(json_part), rest, shape)
+
+    decodes_or_gets_400(decode, shape, count)
 
 
 @FIXED_SEED
