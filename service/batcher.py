@@ -208,18 +208,27 @@ class Batcher:
                 return None  # a draining batcher skips pending audits: the version is going away
             self._wait_for_fuller_chunk()
             waiting = self._take_waiting()
-            shares = fair_shares([request.remaining for request in waiting], self.chunk_rows)
-            pieces: list[_Piece] = []
-            for request, take in zip(waiting, shares, strict=True):
-                if take:
-                    pieces.append(_Piece(request, request.taken, request.taken + take))
-                    request.taken += take
-            # Round-robin: requests that got no rows keep their place at the head; those that still have rows
-            # after this chunk go to the back.
-            self._queue.extendleft(reversed([r for r, take in zip(waiting, shares, strict=True) if not take]))
-            self._queue.extend(r for r, take in zip(waiting, shares, strict=True) if take and r.remaining)
-            self._set_queued(self._queued_rows - sum(shares))
-            return pieces
+            try:
+                return self._share(waiting)
+            except BaseException:
+                # Back where _fail finds them, so they get its 503 now rather than a 504 at their timeout.
+                self._queue.extendleft(reversed(waiting))
+                raise
+
+    def _share(self, waiting: list[_Request]) -> list[_Piece]:
+        """The next chunk's pieces from the requests taken off the queue; requeues those with rows left."""
+        shares = fair_shares([request.remaining for request in waiting], self.chunk_rows)
+        pieces: list[_Piece] = []
+        for request, take in zip(waiting, shares, strict=True):
+            if take:
+                pieces.append(_Piece(request, request.taken, request.taken + take))
+                request.taken += take
+        # Round-robin: requests that got no rows keep their place at the head; those that still have rows
+        # after this chunk go to the back.
+        self._queue.extendleft(reversed([r for r, take in zip(waiting, shares, strict=True) if not take]))
+        self._queue.extend(r for r, take in zip(waiting, shares, strict=True) if take and r.remaining)
+        self._set_queued(self._queued_rows - sum(shares))
+        return pieces
 
     def _take_waiting(self) -> list[_Request]:
         """Up to C live requests from the head of the queue (at most C can share a chunk); drops dead ones."""

@@ -6,7 +6,9 @@ that waits while the gate is closed. It is an op rather than Python code in `for
 the executor runs calls it too. The test side holds a `Gate` on the same folder:
 
 - the gate is open while the file `open` exists (so loading and the start-up self-test run freely);
-- a forward that finds it closed creates the file `waiting` and polls `open` every 2 ms.
+- a forward that finds it closed creates the file `waiting` and polls `open` every 2 ms;
+- while the file `fault` exists (`Gate.inject_fault`), the batcher's compute thread fails outside the
+  forward, where no model error is caught, for any model: it dies as it would on a bug in the batcher.
 
 Slowness is therefore decided by the test, never by how fast the machine runs a model.
 """
@@ -40,6 +42,9 @@ class Gate:
     def close(self) -> None:
         self.open_path.unlink(missing_ok=True)
         self.waiting_path.unlink(missing_ok=True)
+
+    def inject_fault(self) -> None:
+        (self.directory / "fault").touch()
 
     def wait_until_blocked(self, timeout_s: float = 60.0) -> None:
         """Returns once a forward is waiting at the closed gate (the compute thread is held)."""
@@ -75,11 +80,26 @@ def _install_gate(directory: Path) -> None:
     models.checkpoint.build_model = build_gated_model  # type: ignore[attr-defined]
 
 
+def _install_fault(directory: Path) -> None:
+    import service.batcher
+
+    fault_path = directory / "fault"
+    fair_shares = service.batcher.fair_shares
+
+    def faulty_fair_shares(remaining: list[int], free: int) -> list[int]:
+        if fault_path.exists():
+            raise RuntimeError("fault injected by the test")
+        return fair_shares(remaining, free)
+
+    service.batcher.fair_shares = faulty_fair_shares
+
+
 def main() -> None:
     directory, *flags = sys.argv[1:]
     if "--workers" in flags:
         raise SystemExit("gated_service: single worker only (spawned workers would not have the gate)")
     _install_gate(Path(directory))
+    _install_fault(Path(directory))
     from service.cli import main as serve
 
     serve(flags)

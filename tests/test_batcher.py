@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+import service.batcher
 from service.batcher import Batcher, fair_shares
 from service.errors import NotReady, Overloaded, PayloadTooLarge, RequestTimeout
 from service.executor import EagerExecutor
@@ -262,3 +263,28 @@ def test_a_dead_compute_thread_fails_waiting_requests_reports_and_refuses_new_on
     assert batcher.queued_rows == 0
     metrics_text = batcher._metrics.render().decode()
     assert 'invariant_compute_thread_failures_total{model="gated",version="1"} 1.0' in metrics_text
+
+
+def test_requests_taken_off_the_queue_when_the_thread_dies_get_the_503_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The thread dies after taking the waiting requests for a chunk and before they are in it: they are
+    answered with the reason now, not with a 504 at their timeout (found end to end, tests/test_faults.py)."""
+
+    def broken_fair_shares(_remaining: list[int], _free: int) -> list[int]:
+        raise RuntimeError("broken share")
+
+    monkeypatch.setattr(service.batcher, "fair_shares", broken_fair_shares)
+    model, batcher = gated_batcher(100)
+    model.gate.set()
+    reason = "compute thread died: RuntimeError: broken share"
+
+    async def scenario() -> None:
+        with pytest.raises(NotReady, match=f"model 'gated' version 1 is not served: {reason}"):
+            await batcher.submit(rows(1, 2), 60)  # a lost request would wait out these 60 s, then 504
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 10))
+    finally:
+        batcher.stop()
+    assert batcher.failure == reason

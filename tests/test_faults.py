@@ -1,6 +1,7 @@
-"""Connections and processes that go wrong (issue 11, defects 6 and 8): stalled headers and bodies are cut
+"""Connections and processes that go wrong (issue 11, defects 3, 6 and 8): stalled headers and bodies are cut
 off after --read-timeout-s, a stalled client does not hold a SIGTERM shutdown, a worker killed with -9
-leaves no live gauges behind, and workers exit when their parent is killed."""
+leaves no live gauges behind, workers exit when their parent is killed, and a process whose compute thread
+died answers 503, drains and exits 70 so that its supervisor replaces it."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 from conftest import RunningServer, start_server, stop_server
+from gated_service import Gate
 
 from service.metrics import parent_of
 
@@ -160,3 +162,26 @@ def test_killed_worker_leaves_no_live_gauges_and_workers_exit_with_their_parent(
         stop_server(server)
         with contextlib.suppress(ProcessLookupError):  # whatever of the group is left, orphans included
             os.killpg(server.process.pid, signal.SIGKILL)
+
+
+def test_a_dead_compute_thread_answers_503_then_the_process_exits_70(tiny_repository: Path, tmp_path: Path) -> None:
+    (tmp_path / "gate").mkdir()
+    gate = Gate(tmp_path / "gate")
+    server = start_server(tiny_repository, tmp_path, "--model-control", "none", gate=gate)
+    try:
+        with server.client() as client:
+            assert client.post("/v1/models/tiny:predict", json={"instances": [ROW]}).status_code == 200
+            gate.inject_fault()  # the next chunk the compute thread takes kills it
+            answer = client.post("/v1/models/tiny:predict", json={"instances": [ROW]})
+        reason = "compute thread died: RuntimeError: fault injected by the test"
+        assert (answer.status_code, answer.json()) == (
+            503, {"error": f"model 'tiny' version 1 is not served: {reason}"}
+        )  # fmt: skip
+        # It stops itself as a supervisor would (SIGTERM: drain, then exit) and exits 70 (EX_SOFTWARE), so that
+        # docker's restart policy, systemd or uvicorn's worker supervisor start a fresh process.
+        assert server.process.wait(timeout=60) == 70
+        log = server.log()
+        assert f"stopping the process so that its supervisor restarts it: model tiny version 1: {reason}" in log
+        assert f"exiting with status 70 after: model tiny version 1: {reason}" in log
+    finally:
+        stop_server(server)
