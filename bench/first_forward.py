@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 
 import numpy as np
 import torch
@@ -22,6 +21,7 @@ import service.executor as executors
 from models import ArchConfig, CNNConfig, MLPConfig, build_model
 from service.numerics import pin_numerics
 from service.probe import probe_rows
+from service.selftest import run_on_new_thread
 
 MODELS: dict[str, ArchConfig] = {
     "mlp 64-256-256-10": MLPConfig(64, 10, hidden=(256, 256), norm="batch", dropout=0.2),
@@ -42,15 +42,7 @@ def random_model(config: ArchConfig) -> torch.nn.Module:
 def threads_that_differ(executor: executors.ChunkedExecutor, row: np.ndarray, threads: int) -> int:
     """(1, *input_shape) row: how many of `threads` fresh threads answer it with other bits than this one."""
     here = executor.run(row).logits.tobytes()
-    return sum(on_fresh_thread(executor, row) != here for _ in range(threads))
-
-
-def on_fresh_thread(executor: executors.ChunkedExecutor, row: np.ndarray) -> bytes:
-    answers: list[bytes] = []
-    thread = threading.Thread(target=lambda: answers.append(executor.run(row).logits.tobytes()))
-    thread.start()
-    thread.join()
-    return answers[0]
+    return sum(run_on_new_thread(executor, row).logits.tobytes() != here for _ in range(threads))
 
 
 def main() -> int:

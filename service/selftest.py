@@ -48,15 +48,30 @@ def run_self_test(executor: Executor, seed: int = 0) -> SelfTestReport:
     return SelfTestReport(**dataclasses.asdict(report), plain_path_batch_dependent=plain_differs)
 
 
+def run_on_new_thread(executor: Executor, rows: Float32Array) -> Outputs:
+    """executor.run(rows) on a thread started for it, which has never run this executor before."""
+    outputs: list[Outputs] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outputs.append(executor.run(rows))
+        except BaseException as exc:  # re-raised on the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="fresh-thread")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return outputs[0]
+
+
 def _with_fresh_thread_case(report: ProbeReport, executor: Executor, seed: int) -> ProbeReport:
     """One more case: the probe's lone answer computed on a new thread equals the one computed here."""
     probe = probe_rows(executor.input_shape, 1, seed)  # run_probe's probe: the same seed, the first draw
     here = row_answers(executor.run(probe))[0]
-    answers: list[bytes] = []
-    thread = threading.Thread(target=lambda: answers.extend(row_answers(executor.run(probe))), name="self-test")
-    thread.start()
-    thread.join()
-    if answers == [here]:
+    if row_answers(run_on_new_thread(executor, probe)) == [here]:
         return dataclasses.replace(report, cases=report.cases + 1)
     return dataclasses.replace(
         report,

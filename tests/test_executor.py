@@ -15,7 +15,7 @@ from variable_shape_executor import VariableShapeExecutor
 from models import CNNConfig, MLPConfig, build_model
 from service.executor import ChunkResult, EagerExecutor, Float32Array, TracedCpuExecutor
 from service.probe import probe_batch_sizes
-from service.selftest import FRESH_THREAD_CASE, run_self_test
+from service.selftest import FRESH_THREAD_CASE, run_on_new_thread, run_self_test
 from service.verify import ModelRefused, check_inference_mode, check_weights
 
 CONFIG = MLPConfig(in_features=64, num_classes=10, hidden=(256, 256), norm="batch", dropout=0.2)
@@ -110,11 +110,7 @@ class OtherThreadsDiffer(EagerExecutor):
 
 
 def on_new_thread(executor: EagerExecutor, rows: Float32Array) -> bytes:
-    answers: list[bytes] = []
-    thread = threading.Thread(target=lambda: answers.append(executor.run(rows).logits.tobytes()))
-    thread.start()
-    thread.join()
-    return answers[0]
+    return run_on_new_thread(executor, rows).logits.tobytes()
 
 
 def test_an_executor_whose_answers_depend_on_the_thread_is_refused() -> None:
