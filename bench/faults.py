@@ -23,23 +23,14 @@ from pathlib import Path
 from hostile_load import Record, closed_loop, digits_repository, post
 from servers import HOST, MODEL, PYTHON, ROOT, Server, running
 
-from service.metrics import parent_of
+from service.metrics import workers_of
 
 CLIENTS = 16
 
 
-def workers_of(server: Server) -> set[int]:
+def server_workers(server: Server) -> set[int]:
     assert server.process is not None
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if parent_of(int(entry.name)) == server.process.pid and b"resource_tracker" not in cmdline:
-                found.add(int(entry.name))
-    return found
+    return workers_of(server.process.pid)
 
 
 def startups(server: Server) -> int:
@@ -67,7 +58,7 @@ async def load_with(
 
 
 def sigkill_one_worker(server: Server, metrics_dir: Path) -> None:
-    victim = min(workers_of(server))
+    victim = min(server_workers(server))
 
     async def kill() -> float:
         before = startups(server)

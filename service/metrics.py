@@ -193,3 +193,18 @@ def parent_of(pid: int) -> int | None:
     except OSError:  # exited
         return None
     return int(stat.rsplit(b")", 1)[1].split()[1])  # the fields after the command name: state, ppid, ...
+
+
+def workers_of(supervisor: int) -> set[int]:
+    """The live worker processes of a `--workers N` supervisor: its children, less multiprocessing's resource
+    tracker (which every spawning parent starts). For the fault tests and benches, read from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:  # exited meanwhile
+                continue
+            if parent_of(int(entry.name)) == supervisor and b"resource_tracker" not in command:
+                found.add(int(entry.name))
+    return found

@@ -21,7 +21,7 @@ import pytest
 from conftest import RunningServer, start_server, stop_server
 from gated_service import Gate
 
-from service.metrics import parent_of
+from service.metrics import workers_of
 
 ROW = [0.25 * i - 2.0 for i in range(16)]
 
@@ -98,19 +98,6 @@ def test_sigterm_finishes_promptly_with_a_stalled_client_connected(tiny_reposito
 # ------------------------------------------------------------------------------------------ workers
 
 
-def children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if parent_of(int(entry.name)) == pid and b"resource_tracker" not in cmdline:
-                found.add(int(entry.name))
-    return found
-
-
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -138,19 +125,19 @@ def test_killed_worker_leaves_no_live_gauges_and_workers_exit_with_their_parent(
     server = start_server(tiny_repository, tmp_path, "--workers", "2")
     try:
         wait_for(lambda: server.log().count("Application startup complete") >= 2, 60, "two workers start")
-        workers = children(server.process.pid)
+        workers = workers_of(server.process.pid)
         assert len(workers) == 2
         victim = min(workers)
         assert list(metrics_dir.glob(f"gauge_live*_{victim}.db"))
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: len(children(server.process.pid) - {victim}) == 2, 60, "a replacement worker")
+        wait_for(lambda: len(workers_of(server.process.pid) - {victim}) == 2, 60, "a replacement worker")
         wait_for(lambda: server.log().count("Application startup complete") >= 3, 60, "the replacement serves")
         with httpx.Client(base_url=server.url) as http:
             for _ in range(4):  # any worker's scrape forgets the dead one
                 assert http.get("/metrics").status_code == 200
         assert list(metrics_dir.glob(f"gauge_live*_{victim}.db")) == []
 
-        workers = children(server.process.pid)
+        workers = workers_of(server.process.pid)
         os.kill(server.process.pid, signal.SIGKILL)  # the supervisor dies without a word to its workers
         server.process.wait(timeout=10)
         wait_for(lambda: not any(alive(pid) for pid in workers), 30, "orphaned workers exit")
