@@ -1,5 +1,8 @@
 """Every setting of the server, in one place: defaults, `INVARIANT_*` environment variables, CLI flags.
 
+`Settings(...)` holds exactly what it is given (and the defaults): the environment is read in one place,
+`Settings.from_environment`, which the CLI calls once. The app and every part of it receive the value.
+
 Every number has a finite range: an infinite timeout or delay would overflow the clocks that use it
 (a compute thread that dies on its first request), so out-of-range values fail at start-up instead.
 """
@@ -7,10 +10,10 @@ Every number has a finite range: an infinite timeout or delay would overflow the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from service.policy import parse_policy
 
@@ -92,12 +95,25 @@ class Settings(BaseSettings):
     )
     allow_unauthenticated: bool = Field(False, description="Serve a non-loopback address without API keys")
     protect_metrics: bool = Field(False, description="/metrics needs an admin key (default: public)")
-    front_door: bool = Field(
-        True, description="Answer predict and infer before FastAPI's routing (same handlers and auth, faster)"
-    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Server log verbosity (uvicorn and invariant-serve loggers)"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # no silent read of INVARIANT_* wherever a Settings is built: see from_environment
+
+    @classmethod
+    def from_environment(cls, **given: Any) -> Settings:
+        """`given` (the CLI's flags) over INVARIANT_* variables over the defaults."""
+        return cls(**{**EnvSettingsSource(cls)(), **given})
 
     @field_validator("version_policy")
     @classmethod

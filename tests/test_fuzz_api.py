@@ -26,7 +26,7 @@ from schemathesis.python.asgi import get_client, shutdown_lifespans
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from models import MLPConfig
-from service.app import create_app
+from service.http.app import create_app
 from service.settings import Settings
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))

@@ -74,5 +74,5 @@ def test_docs_render_from_local_files_only(server: RunningServer) -> None:
             assert response.content == (swagger_ui_path / asset.removeprefix("/docs/")).read_bytes()
             kinds[asset.rsplit(".", 1)[1]] = response.headers["content-type"].split(";")[0]
         assert kinds == {"png": "image/png", "js": "text/javascript", "css": "text/css"}
-        assert http.get("/docs/../service/app.py").status_code == 404
+        assert http.get("/docs/../service/http/app.py").status_code == 404
         assert http.get("/docs/index.html").json() == {"error": "no docs asset 'index.html'"}

@@ -1,0 +1,93 @@
+"""Running the app: one explicit uvicorn `Config` built from one `Settings` value, as uvicorn itself hands a
+Config to each protocol. Nothing is passed through environment variables: with `--workers N` each worker
+process receives the settings as one serialized value inside the (pickled) app factory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import sys
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
+
+from service.http.app import App, create_app
+from service.http.protocol import BoundedHttpToolsProtocol
+from service.lifecycle.registry import ServingExecutorFactory
+from service.settings import Settings
+
+log = logging.getLogger("invariant.server")
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+class AppFactory:
+    """Builds the app in the process that serves it; picklable, so uvicorn's supervisor can hand it to each
+    worker process it spawns (spawned workers import nothing from the parent but what this holds)."""
+
+    def __init__(self, settings: Settings, executor_factory: ServingExecutorFactory | None = None) -> None:
+        self.settings_json = settings.model_dump_json()
+        self.executor_factory = executor_factory  # bench only: a module-level function, pickled by name
+
+    def __call__(self) -> App:
+        settings = Settings.model_validate_json(self.settings_json)
+        configure_logging(settings.log_level)  # spawned workers do not inherit the parent's logging setup
+        if multiprocessing.parent_process() is not None:  # a worker of --workers N
+            exit_with_parent()
+        return create_app(settings, self.executor_factory)
+
+
+def uvicorn_config(settings: Settings, executor_factory: ServingExecutorFactory | None = None) -> uvicorn.Config:
+    return uvicorn.Config(
+        AppFactory(settings, executor_factory),
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=False,
+        loop="uvloop",
+        lifespan="on",
+        http=BoundedHttpToolsProtocol,  # httptools, with bounds on reading headers
+        # Drain: every accepted request is answered or times out (read, then request timeout) before this.
+        timeout_graceful_shutdown=math.ceil(max(settings.request_timeout_s, settings.read_timeout_s)) + 5,
+    )
+
+
+def serve(settings: Settings, executor_factory: ServingExecutorFactory | None = None) -> None:
+    """Serve until SIGTERM/SIGINT: in this process, or under uvicorn's supervisor with N worker processes."""
+    config = uvicorn_config(settings, executor_factory)
+    server = uvicorn.Server(config)
+    if settings.workers > 1:
+        socket = config.bind_socket()
+        try:
+            Multiprocess(config, sockets=[socket]).run()
+        finally:
+            socket.close()
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:  # the lifespan or the bind failed (logged): uvicorn's own exit status for it
+        sys.exit(STARTUP_FAILURE)
+
+
+def exit_with_parent() -> None:
+    """SIGTERM this worker when its supervisor dies (even by `kill -9`): orphaned workers would go on
+    holding the port, and a restarted server would fail with "address already in use"."""
+    parent = multiprocessing.parent_process()
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d): workers may outlive their parent", ctypes.get_errno())
+    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
