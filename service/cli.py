@@ -24,6 +24,7 @@ from pydantic.fields import FieldInfo
 
 from service.engine.numerics_env import apply_portable_numerics
 from service.http.auth import startup_problem
+from service.receipts import receipts_problem
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ def load_settings(argv: list[str] | None) -> Settings:
     except ValidationError as exc:
         usage_error(_settings_error(exc, set(given)))
     _check_repository(settings.repository, "repository" in given)
-    problem = startup_problem(settings) or _model_control_problem(settings)
+    problem = startup_problem(settings) or _model_control_problem(settings) or receipts_problem(settings)
     if problem:
         usage_error(problem)
     return settings

@@ -95,6 +95,24 @@ class Settings(BaseSettings):
     )
     allow_unauthenticated: bool = Field(False, description="Serve a non-loopback address without API keys")
     protect_metrics: bool = Field(False, description="/metrics needs an admin key (default: public)")
+    receipts: Literal["request", "always"] = Field(
+        "request",
+        description="request: an answer carries a signed receipt per row when its request asks (V1 header "
+        "X-Receipts: true or ?receipts=true, V2 parameter receipts: true); always: every answer does",
+    )
+    receipts_key_file: Path | None = Field(
+        None,
+        description="File of receipt signing keys, one per line like --api-keys-file: the first signs, every "
+        "one verifies (rotation); enables receipts and POST /v2/receipts/verify",
+    )
+    receipts_log: Path | None = Field(
+        None,
+        description="Directory of the append-only receipts log: a receipt for every answered row, JSON lines, "
+        "fsync'd in batches off the request path (needs --receipts-key-file)",
+    )
+    receipts_log_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=4096, le=1 << 40, description="A receipts log file is rotated before it grows past this"
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Server log verbosity (uvicorn and invariant-serve loggers)"
     )

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +52,12 @@ def start_server(
     wait_ready: bool = True,
     gate: Gate | None = None,
     env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> RunningServer:
     """Start `python -m service` as its own process group; waits for readiness (or liveness). With a gate,
     the same server through tests/gated_service.py: its CNNs' forward passes wait while the gate is closed.
-    `env`: extra environment variables of the server process."""
+    `env`: extra environment variables of the server process; `preexec_fn`: run in it before the server
+    starts (a resource limit)."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     launcher = [str(ROOT / "tests" / "gated_service.py"), str(gate.directory)] if gate else ["-m", "service"]
@@ -63,8 +65,9 @@ def start_server(
     environment = {k: v for k, v in os.environ.items() if not k.startswith("INVARIANT_")} | (env or {})
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            command, cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=preexec_fn,  # noqa: PLW1509 (a resource limit: setrlimit is safe between fork and exec)
+        )  # fmt: skip
     server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
     _wait(server, "/v2/health/ready" if wait_ready else "/v2/health/live")
     return server

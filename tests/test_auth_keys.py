@@ -12,7 +12,8 @@ import httpx
 import pytest
 from conftest import ROOT, free_port, start_server, stop_server
 
-from service.http.auth import is_loopback, read_keys, startup_problem
+from service.http.auth import is_loopback, startup_problem
+from service.keyfile import read_keys
 from service.settings import Settings
 
 OLD_KEY = "old-key-0123456789abcdef"

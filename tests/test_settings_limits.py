@@ -23,6 +23,7 @@ from service.lifecycle.loader import ServedModel
 from service.lifecycle.registry import ModelRegistry
 from service.lifecycle.snapshot import IndexEntry, NotServing, State
 from service.observability.metrics import Metrics
+from service.receipts import Receipts
 from service.settings import Settings
 
 
@@ -81,7 +82,7 @@ def test_a_dead_compute_thread_makes_the_model_not_ready_with_its_reason(
     metrics = Metrics(32)
     restarts: list[str] = []
     registry = ModelRegistry(settings, metrics, on_fatal=restarts.append)
-    plane = DataPlane(registry, settings)
+    plane = DataPlane(registry, settings, Receipts(settings, metrics))
     request = InferRequest("tiny", None, NestedRows(np.full((1, 16), 0.5).tolist()), 64)
     reason = "compute thread died: OverflowError: timestamp out of range for platform time_t"
 

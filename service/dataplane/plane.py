@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from service.dataplane import receipts as receipts_of
 from service.dataplane.offload import OFFLOAD_BYTES, beside_loop_if
-from service.dataplane.requests import InferRequest
+from service.dataplane.requests import InferRequest, NestedRows
 from service.engine.types import Float32Array, Outputs
 from service.errors import UnprocessableEntity
 from service.lifecycle.loader import ServedModel
 from service.lifecycle.registry import ModelRegistry
 from service.lifecycle.snapshot import IndexEntry, NotServing
+from service.receipts import Receipt, Receipts, Verdict
 from service.settings import Settings
 
 UNKNOWN_NAME = "<unknown>"  # metric label for a name no model has: labels never hold raw client input
@@ -37,10 +40,12 @@ class CallRecord:
 
 @dataclass(frozen=True)
 class Answer:
-    """The outputs of one request's N rows and the model version that computed every one of them."""
+    """The outputs of one request's N rows and the model version that computed every one of them; with the
+    rows' signed receipts when the answer carries them (service/receipts/)."""
 
     model: ServedModel
     outputs: Outputs
+    receipts: list[dict[str, Any]] | None = None
 
     @property
     def rows(self) -> int:
@@ -48,14 +53,16 @@ class Answer:
 
 
 class DataPlane:
-    def __init__(self, registry: ModelRegistry, settings: Settings) -> None:
+    def __init__(self, registry: ModelRegistry, settings: Settings, receipts: Receipts) -> None:
         self.registry = registry
+        self.receipts = receipts
         self.request_timeout_s = settings.request_timeout_s
         self.replica = settings.replica_name or socket.gethostname()  # who answers: X-Replica, gRPC parameter
 
     # --- inference ----------------------------------------------------------------------------------------
 
     async def infer(self, request: InferRequest, call: CallRecord) -> Answer:
+        receipts_of.refuse_unless_issued(self.receipts, request)
         if self.registry.has(request.model):
             call.name = request.model
         found = self.registry.find(request.model, request.version)
@@ -73,7 +80,11 @@ class DataPlane:
         # No await between the lookup and the enqueue: a version retired meanwhile still has these rows.
         outputs = await found.batcher.submit(rows, self.request_timeout_s)
         _refuse_non_finite(outputs.logits)
-        return Answer(found, outputs)
+        return Answer(found, outputs, await receipts_of.issue(self.receipts, found, request, rows, outputs))
+
+    async def verify_receipt(self, receipt: Receipt, row: NestedRows) -> Verdict:
+        """`match`, or `mismatch` with its reason: see service/dataplane/receipts.py."""
+        return await receipts_of.verify(self.receipts, self.registry, receipt, row)
 
     def _still_serving(self, decoded_for: ServedModel, request: InferRequest) -> ServedModel:
         """The version now served if its input is the same as the one the rows were decoded for."""

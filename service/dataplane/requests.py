@@ -69,3 +69,5 @@ class InferRequest:
     version: str | None  # None: the version unversioned traffic gets
     rows: RowSource
     wire_bytes: int  # the request's size as received: large ones decode beside the event loop
+    receipts: bool = False  # the client asked for a signed receipt per row (service/receipts/)
+    request_id: str | None = None  # the client's id (V2 "id"), named in receipts; None: the server makes one

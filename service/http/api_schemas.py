@@ -53,6 +53,10 @@ _ROW = {
         {"type": "object", "minProperties": 1, "additionalProperties": {"type": "number"}},
     ],
 }
+_RECEIPT_REF = {"$ref": "#/components/schemas/Receipt"}
+_RECEIPTS_FLAG = {"type": "boolean", "description": "true: a signed receipt per row (needs --receipts-key-file)"}
+_HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_HEX16 = {"type": "string", "pattern": "^[0-9a-f]{16}$"}
 _TENSOR_PARAMETERS = {
     "type": "object",
     "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
@@ -78,7 +82,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "items": {
                     "type": "object",
                     "required": ["label", "probabilities", "logits"],
-                    "properties": {"label": {"type": "string"}, "probabilities": _NUMBERS, "logits": _NUMBERS},
+                    "properties": {
+                        "label": {"type": "string"},
+                        "probabilities": _NUMBERS,
+                        "logits": _NUMBERS,
+                        "receipt": _RECEIPT_REF,
+                    },
                 },
             },
         },
@@ -103,7 +112,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["inputs"],
         "properties": {
             "id": {"type": "string"},
-            "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+            "parameters": {
+                "type": "object",
+                "properties": {"binary_data_output": {"type": "boolean"}, "receipts": _RECEIPTS_FLAG},
+            },
             "inputs": {
                 "type": "array",
                 "minItems": 1,
@@ -141,7 +153,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "model_name": {"type": "string"},
             "model_version": {"type": "string"},
             "id": {"type": "string"},
-            "parameters": {"type": "object", "properties": {"checkpoint_sha256": {"type": "string"}}},
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "checkpoint_sha256": {"type": "string"},
+                    "receipts": {"type": "array", "items": _RECEIPT_REF, "description": "One per row, when asked"},
+                },
+            },
             "outputs": {
                 "type": "array",
                 "items": {
@@ -221,6 +239,62 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["name", "versions"],
         "properties": {"name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}}},
     },
+    "Receipt": {
+        "type": "object",
+        "description": "A signed record of one answered row (docs/receipts.md): no raw input, only digests",
+        "additionalProperties": False,
+        "required": [
+            "format",
+            "model",
+            "version",
+            "checkpoint_sha256",
+            "fingerprint",
+            "numerics",
+            "request_id",
+            "row",
+            "input_sha256",
+            "output_sha256",
+            "time",
+            "key_id",
+            "signature",
+        ],
+        "properties": {
+            "format": {"type": "string", "enum": ["invariant-receipt/1"]},
+            "model": {"type": "string"},
+            "version": {"type": "string"},
+            "checkpoint_sha256": _HEX64,
+            "fingerprint": _HEX16,
+            "numerics": {"type": "object", "description": "The fingerprint's parts, C (chunk_rows) included"},
+            "request_id": {"type": "string", "description": "The V2 id, or one the server made"},
+            "row": {"type": "integer", "minimum": 0, "description": "The row's index in its request"},
+            "input_sha256": {**_HEX64, "description": "sha256 of the row's float32 little-endian bytes"},
+            "output_sha256": {**_HEX64, "description": "sha256 of logits, probabilities (float32 LE), class (int64)"},
+            "time": {"type": "string", "description": "UTC, ISO 8601"},
+            "key_id": _HEX16,
+            "signature": {**_HEX64, "description": "HMAC-SHA256 over the canonical JSON of the other fields"},
+        },
+    },
+    "ReceiptVerifyRequest": {
+        "type": "object",
+        "required": ["receipt", "input"],
+        "properties": {"receipt": _RECEIPT_REF, "input": _ROW},
+    },
+    "ReceiptVerdict": {
+        "type": "object",
+        "required": ["result", "reason", "detail"],
+        "properties": {
+            "result": {"type": "string", "enum": ["match", "mismatch"]},
+            "reason": {
+                "type": ["string", "null"],
+                "enum": [None, "bad_signature", "unknown_checkpoint", "other_fingerprint", "other_input", "other_bits"],
+            },
+            "detail": {"type": "string"},
+            "differing_parts": {
+                "type": "object",
+                "description": "other_fingerprint: each differing numerics part, {receipt: ..., here: ...}",
+            },
+        },
+    },
     "Live": {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}},
     "Ready": {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}},
 }
@@ -273,6 +347,17 @@ REPOSITORY_UNLOAD = Doc(
     request="RepositoryLoadRequest",
     optional_body=True,
     errors=BODY_ERRORS,
+)
+RECEIPTS_VERIFY = Doc(
+    "Verify a receipt: its signature, then its row recomputed alone on this server",
+    V2_TAG,
+    "ReceiptVerdict",
+    request="ReceiptVerifyRequest",
+    errors=(*BODY_ERRORS, 503),
+    description="Checks, in order: the signature (bad_signature), the model version and checkpoint "
+    "(unknown_checkpoint), the numerics fingerprint (other_fingerprint, with the differing parts), the input's "
+    "digest (other_input), then recomputes the row alone and compares the output bits (other_bits). Receipts "
+    "are asked for with the header X-Receipts: true or ?receipts=true (V1), parameters.receipts (V2).",
 )
 METRICS = Doc("Prometheus metrics", response=None, media="text/plain")
 OPENAPI = Doc("This document", response=None)

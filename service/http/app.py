@@ -10,6 +10,7 @@ are not verified yet.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -30,6 +31,7 @@ from service.http.protocol import LIMITS_KEY, ConnectionLimits
 from service.http.routes import Route, route_table
 from service.lifecycle.registry import ModelRegistry, ServingExecutorFactory
 from service.observability.metrics import Metrics
+from service.receipts import Receipts
 from service.settings import Settings
 
 log = logging.getLogger("invariant.app")
@@ -62,26 +64,30 @@ def create_app(settings: Settings, executor_factory: ServingExecutorFactory | No
         )
     metrics = Metrics(settings.chunk_rows if isinstance(settings.chunk_rows, int) else None)
     registry = ModelRegistry(settings, metrics, executor_factory, on_fatal=request_restart)
-    plane = DataPlane(registry, settings)
+    receipts = Receipts(settings, metrics)
+    plane = DataPlane(registry, settings, receipts)
     docs = DocsApi()
     routes = route_table(plane, metrics, settings, docs)
     docs.document = build_openapi(routes, __version__)
-    dispatcher = Dispatcher(routes, Guard(settings), metrics, Lifespan(settings, registry))
+    dispatcher = Dispatcher(routes, Guard(settings), metrics, Lifespan(settings, registry, receipts))
     return App(dispatcher, settings, registry, plane, routes)
 
 
 class Lifespan:
     """ASGI lifespan: pin numerics and load every model before the server accepts a connection; on shutdown
-    drain and stop, then exit non-zero if a compute thread died (so a supervisor starts a fresh process)."""
+    drain and stop, then exit non-zero if a compute thread died (so a supervisor starts a fresh process).
+    The receipts log's writer thread runs from before the first request to after the last answer."""
 
-    def __init__(self, settings: Settings, registry: ModelRegistry) -> None:
+    def __init__(self, settings: Settings, registry: ModelRegistry, receipts: Receipts) -> None:
         self.settings = settings
         self.registry = registry
+        self.receipts = receipts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
         try:
             pin_numerics(self.settings.threads)
+            self.receipts.start()
             await self.registry.start()
         except BaseException as exc:
             await send({"type": "lifespan.startup.failed", "message": repr(exc)})
@@ -91,6 +97,7 @@ class Lifespan:
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
         await self.registry.close()
+        await asyncio.to_thread(self.receipts.close)  # every answered row's receipt written and fsync'd
         if self.registry.fatal:  # drained; exit non-zero so that a supervisor starts a fresh process
             log.critical("exiting with status %d after: %s", EXIT_COMPUTE_FAILED, self.registry.fatal)
             logging.shutdown()

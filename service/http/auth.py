@@ -1,9 +1,7 @@
-"""API keys: who may call which route. The front door (hotpath.py) asks `Guard.refusal` before every request.
+"""API keys: who may call which route. The dispatcher (dispatch.py) asks `Guard.refusal` before every request.
 
-Keys live in files (one per line, `#` comments), never on the command line, which any local user can read
-in /proc/<pid>/cmdline. A file is re-read when it changes (checked at most once a second per process), so a
-key is rotated by rewriting the file, without a restart. Only SHA-256 digests of the keys are kept, compared in
-constant time; no key is ever logged.
+Keys live in files read by service/keyfile.py (one per line, re-read when the file changes, so a key is
+rotated by rewriting the file); only their SHA-256 digests are kept, compared here in constant time.
 
 Access levels: `public` routes need no key; `inference` routes take an API key or an admin key (an admin may
 do everything a client may); `admin` routes take only an admin key (an API key gets 403).
@@ -11,19 +9,14 @@ do everything a client may); `admin` routes take only an admin key (an API key g
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
-import logging
-import os
-import time
-from pathlib import Path
 from typing import Literal
 
 import orjson
 from starlette.responses import Response
 from starlette.types import Scope
 
+from service.keyfile import KeyFile, KeyFileError, digest_of, read_keys
 from service.settings import Settings
 
 Access = Literal["public", "inference", "admin"]
@@ -32,83 +25,6 @@ INFERENCE: Access = "inference"
 ADMIN: Access = "admin"
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="invariant-serve"'}
-MIN_KEY_CHARS = 16
-RECHECK_S = 1.0  # how stale a key file may be: rotation takes effect within this long
-log = logging.getLogger("invariant.auth")
-
-
-class KeyFileError(Exception):
-    pass
-
-
-def read_keys(path: Path) -> tuple[bytes, ...]:
-    """SHA-256 digests of the keys in `path`. Errors name the file and line, never the key."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KeyFileError(f"cannot read keys file {path}: {exc}") from None
-    digests = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        key = line.strip()
-        if not key or key.startswith("#"):
-            continue
-        if any(char.isspace() for char in key) or len(key) < MIN_KEY_CHARS or not key.isascii():
-            raise KeyFileError(
-                f"{path} line {number}: a key is one word of at least {MIN_KEY_CHARS} ASCII characters "
-                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
-            )
-        digests.append(_digest(key.encode()))
-    return tuple(digests)
-
-
-def _digest(key: bytes) -> bytes:
-    return hashlib.sha256(key).digest()
-
-
-class KeyFile:
-    """The keys of one file (none when `path` is None), re-read when its inode, size or mtime changes."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._digests: tuple[bytes, ...] = ()
-        self._stamp: tuple[int, int, int, int] | None = None
-        self._checked_at = -RECHECK_S
-        self._refresh(time.monotonic())
-
-    def holds(self, digest: bytes) -> bool:
-        now = time.monotonic()
-        if now - self._checked_at >= RECHECK_S:
-            self._refresh(now)
-        found = False
-        for known in self._digests:  # no early exit: the time taken does not depend on which key matched
-            found |= hmac.compare_digest(known, digest)
-        return found
-
-    def _refresh(self, now: float) -> None:
-        self._checked_at = now
-        if self.path is None:
-            return
-        try:
-            status = os.stat(self.path)
-        except OSError as exc:
-            self._fail(f"cannot read keys file {self.path}: {exc.strerror}")
-            return
-        stamp = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
-        if stamp == self._stamp:
-            return
-        try:
-            self._digests = read_keys(self.path)
-        except KeyFileError as exc:
-            self._fail(str(exc))
-            return
-        self._stamp = stamp
-        log.info("keys file %s: %d keys", self.path, len(self._digests))
-
-    def _fail(self, reason: str) -> None:
-        # Closed, not open: a key file that cannot be read lets no one in until it can be read again.
-        if self._digests or self._stamp is not None:
-            log.warning("%s; its keys are refused until it can be read", reason)
-        self._digests, self._stamp = (), None
 
 
 class Guard:
@@ -127,7 +43,7 @@ class Guard:
         token = bearer_token(scope)
         if token is None:
             return _unauthorized("missing API key: send the header Authorization: Bearer <key>")
-        digest = _digest(token)
+        digest = digest_of(token)
         if self.admin_keys.holds(digest):
             return None
         if self.api_keys.holds(digest):

@@ -16,6 +16,7 @@ from service.http import api_schemas as doc
 from service.http.auth import ADMIN, INFERENCE, PUBLIC, Access
 from service.http.docs import ASSETS, DocsApi
 from service.observability.metrics import Metrics
+from service.protocols.receipts_api import ReceiptsApi
 from service.protocols.repository_api import MAX_BODY_BYTES as REPOSITORY_BODY_BYTES
 from service.protocols.repository_api import RepositoryApi
 from service.protocols.v1 import V1Api
@@ -40,6 +41,7 @@ def route_table(plane: DataPlane, metrics: Metrics, settings: Settings, docs: Do
     reader = BodyReader(settings.max_body_bytes, settings.read_timeout_s, metrics)
     small_reader = BodyReader(REPOSITORY_BODY_BYTES, settings.read_timeout_s, metrics)
     v1, v2, repository = V1Api(plane, reader), V2Api(plane, reader), RepositoryApi(plane, small_reader)
+    receipts = ReceiptsApi(plane, reader)  # a row may be as large as a predict's
     metrics_access = ADMIN if settings.protect_metrics else PUBLIC
     return (
         Route("POST", "/v1/models/{name}:predict", v1.predict, INFERENCE, doc.V1_PREDICT, protocol="v1"),
@@ -58,6 +60,8 @@ def route_table(plane: DataPlane, metrics: Metrics, settings: Settings, docs: Do
         Route("GET", "/v2/models/{name}/versions/{version}", v2.model_metadata, INFERENCE, doc.V2_MODEL),
         Route("GET", "/v2/models/{name}/ready", v2.model_ready, INFERENCE, doc.V2_MODEL_READY),
         Route("GET", "/v2/models/{name}/versions/{version}/ready", v2.model_ready, INFERENCE, doc.V2_MODEL_READY),
+        # An API key may verify: a client holds its receipts and rows, and a check costs one C-row forward.
+        Route("POST", "/v2/receipts/verify", receipts.verify, INFERENCE, doc.RECEIPTS_VERIFY),
         Route("POST", "/v2/repository/index", repository.index, ADMIN, doc.REPOSITORY_INDEX),
         Route("POST", "/v2/repository/models/{name}/load", repository.load, ADMIN, doc.REPOSITORY_LOAD),
         Route("POST", "/v2/repository/models/{name}/unload", repository.unload, ADMIN, doc.REPOSITORY_UNLOAD),

@@ -125,6 +125,19 @@ class Metrics:
             MODEL,
             registry=own,
         )
+        # Receipts (service/receipts/): rows answered with a receipt, and what the receipts log took or lost.
+        self.receipts_issued = Counter(
+            "invariant_receipts_issued", "Answered rows whose signed receipt went back to the client", registry=own
+        )
+        self.receipts_logged = Counter(
+            "invariant_receipts_logged", "Receipts written (and fsync'd) to the receipts log", registry=own
+        )
+        self.receipts_unlogged = Counter(
+            "invariant_receipts_unlogged",
+            "Answered rows whose receipt the log lost (disk: full disk or file size limit, key: unreadable key "
+            "file, backlog: the writer fell behind); the answers were still sent",
+            ("reason",), registry=own,
+        )  # fmt: skip
 
     def record_request(self, name: str, version: str, protocol: str, status: int, started: float) -> None:
         """One inference call, counted with the status its client was sent. Every label is a value the server

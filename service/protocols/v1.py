@@ -1,5 +1,6 @@
 """KServe V1 protocol: `POST /v1/models/{name}:predict` with {"instances": [row, ...]}, each row a list of
-numbers or an object keyed by the model's feature names. Routes: service/http/routes.py.
+numbers or an object keyed by the model's feature names. Routes: service/http/routes.py. A signed receipt
+per row comes back in each prediction when asked (`X-Receipts: true` or `?receipts=true`, service/receipts/).
 
 Flow of a predict: read the body (bounded) -> `parse_predict` (the whole request, before any lookup) ->
 the data plane -> `encode_predictions`. Large bodies parse and large answers encode beside the event loop.
@@ -42,13 +43,26 @@ class V1Api:
 
     async def predict(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
+        asked = receipts_asked(request.headers.get("x-receipts"), request.query_params.get("receipts"))
         raw = await self.reader.read(request)
-        parsed = await beside_loop_if(len(raw) >= OFFLOAD_BYTES, parse_predict, raw, name, version)
+        parsed = await beside_loop_if(len(raw) >= OFFLOAD_BYTES, parse_predict, raw, name, version, asked)
         answer = await self.plane.infer(parsed, call_of(request))
         return await beside_loop_if(answer.rows >= OFFLOAD_ROWS, encode_predictions, answer, self.plane.replica)
 
 
-def parse_predict(raw: bytes, name: str, version: str | None) -> InferRequest:
+def receipts_asked(header: str | None, query: str | None) -> bool:
+    """The `X-Receipts` header or the `receipts` query parameter: true or false (absent: false)."""
+    asked = False
+    for where, value in (("header X-Receipts", header), ("query parameter receipts", query)):
+        if value is None:
+            continue
+        if value.strip().lower() not in ("true", "false"):
+            raise BadRequest(f"{where} must be true or false, got {value[:40]!r}")
+        asked |= value.strip().lower() == "true"
+    return asked
+
+
+def parse_predict(raw: bytes, name: str, version: str | None, receipts: bool = False) -> InferRequest:
     """A V1 predict body -> the typed request, or BadRequest naming the first problem."""
     body = parse_json_object(raw)
     if "instances" not in body:
@@ -58,7 +72,7 @@ def parse_predict(raw: bytes, name: str, version: str | None) -> InferRequest:
         raise BadRequest(f'"instances" must be a list of rows, got {type(instances).__name__}')
     if not instances:
         raise BadRequest('"instances" is empty: send at least one row')
-    return InferRequest(name, version, NestedRows(instances), len(raw))
+    return InferRequest(name, version, NestedRows(instances), len(raw), receipts)
 
 
 def encode_predictions(answer: Answer, replica: str) -> Response:
@@ -69,11 +83,11 @@ def predictions(answer: Answer) -> dict[str, Any]:
     served, outputs = answer.model, answer.outputs
     labels = served.manifest.class_labels
     logits, probabilities = outputs.logits.tolist(), outputs.probabilities.tolist()
-    return {
-        "model_name": served.name,
-        "model_version": str(served.version),
-        "predictions": [
-            {"label": labels[index], "probabilities": probabilities[row], "logits": logits[row]}
-            for row, index in enumerate(outputs.class_index.tolist())
-        ],
-    }
+    rows = [
+        {"label": labels[index], "probabilities": probabilities[row], "logits": logits[row]}
+        for row, index in enumerate(outputs.class_index.tolist())
+    ]
+    if answer.receipts is not None:
+        for row, receipt in zip(rows, answer.receipts, strict=True):
+            row["receipt"] = receipt
+    return {"model_name": served.name, "model_version": str(served.version), "predictions": rows}

@@ -2,8 +2,8 @@
 service/http/routes.py.
 
 Flow of an infer: read the body (bounded) -> `parse_infer` (JSON part, binary part, the one input, the
-requested outputs and their encodings, `id`: the whole request, before any lookup) -> the data plane ->
-`encode_infer`. Large bodies parse and large answers encode beside the event loop.
+requested outputs and their encodings, `id`, the `receipts` parameter: the whole request, before any
+lookup) -> the data plane -> `encode_infer`. Large bodies parse and large answers encode beside the event loop.
 """
 
 from __future__ import annotations
@@ -89,7 +89,9 @@ def parse_infer(raw: bytes, header_length: str | None, name: str, version: str |
     json_part, binary = split_body(raw, header_length)
     body = parse_json_object(json_part)
     rows = input_tensor(body, binary)
-    return V2Infer(InferRequest(name, version, rows, len(raw)), request_id(body), requested_outputs(body))
+    identifier, outputs = request_id(body), requested_outputs(body)
+    receipts = flag_of(body, "request", "receipts", False)  # a signed receipt per row, in parameters.receipts
+    return V2Infer(InferRequest(name, version, rows, len(raw), receipts, identifier), identifier, outputs)
 
 
 def request_id(body: dict[str, Any]) -> str | None:
@@ -159,6 +161,8 @@ def encode_infer(parsed: V2Infer, answer: Answer, replica: str) -> Response:
     if parsed.id is not None:
         reply["id"] = parsed.id
     reply["parameters"] = {"checkpoint_sha256": served.sha256}
+    if answer.receipts is not None:
+        reply["parameters"]["receipts"] = answer.receipts
     tensors, blobs = [], []
     for name, as_binary in parsed.outputs.items():
         data = values[name]
