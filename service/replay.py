@@ -194,9 +194,8 @@ def summary_table(tally: dict[tuple[str, str], Counter[str]]) -> str:
         [name, version, *(str(counts[c]) for c in columns[2:])] for (name, version), counts in sorted(tally.items())
     ]
     widths = [max(len(cell) for cell in column) for column in zip(columns, *rows, strict=True)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [columns, *rows]
-    )
+    lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [columns, *rows])
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def main(argv: list[str] | None = None) -> None:
