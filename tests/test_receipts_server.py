@@ -5,6 +5,7 @@ SIGKILL and a full disk (a file-size rlimit on the server process)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -23,7 +24,7 @@ import orjson
 import pytest
 from conftest import ROOT, RunningServer, start_server, stop_server
 
-from service.receipts import LogReading, SigningKeys, parse_receipt, read_log
+from service.receipts import LogReading, SigningKeys, read_log
 from service.receipts.keys import sign
 from service.receipts.receipt import canonical, output_digest
 
@@ -71,7 +72,10 @@ async def one_request(http: httpx.AsyncClient, request: int) -> list[Pair]:
         reply = answer.json()
         receipts = reply["parameters"]["receipts"]
         tensors = {t["name"]: t["data"] for t in reply["outputs"]}
-        logits, probabilities = np.reshape(tensors["logits"], (len(rows), 4)), np.reshape(tensors["probabilities"], (len(rows), 4))
+        logits, probabilities = (
+            np.reshape(tensors["logits"], (len(rows), 4)),
+            np.reshape(tensors["probabilities"], (len(rows), 4)),
+        )
         outputs = [(logits[i], probabilities[i], tensors["class_index"][i]) for i in range(len(rows))]
         assert {r["request_id"] for r in receipts} == {f"request-{request}"}
     assert [r["row"] for r in receipts] == list(range(len(rows)))
@@ -163,7 +167,9 @@ def test_every_receipt_under_load_verifies_by_the_endpoint_and_the_replay(
     assert re.search(rf"^tiny\s+1\s+{len(pairs)}\s+{len(pairs)}(\s+0){{5}}$", replayed.stdout, re.MULTILINE)
     tampered = tmp_path / "tampered.jsonl"
     receipt = pairs[0][0]
-    tampered.write_bytes(orjson.dumps(receipt) + b"\n" + orjson.dumps(resigned(receipt, output_sha256="0" * 64)) + b"\n")
+    tampered.write_bytes(
+        orjson.dumps(receipt) + b"\n" + orjson.dumps(resigned(receipt, output_sha256="0" * 64)) + b"\n"
+    )
     replayed = replay(tiny_repository, tampered, inputs, key_file)
     assert replayed.returncode == 1, replayed.stdout + replayed.stderr
     assert re.search(r"^tiny\s+1\s+2\s+1\s+0\s+0\s+0\s+0\s+1$", replayed.stdout, re.MULTILINE), replayed.stdout
@@ -182,7 +188,12 @@ def check_tampering(server: RunningServer, receipt: dict[str, Any], row: list[fl
         ("version, not re-signed", {**receipt, "version": "2"}, row, "bad_signature"),
         ("version", resigned(receipt, version="2"), row, "unknown_checkpoint"),
         ("checkpoint", resigned(receipt, checkpoint_sha256="0" * 64), row, "unknown_checkpoint"),
-        ("fingerprint", resigned(receipt, numerics={**receipt["numerics"], "threads": threads}), row, "other_fingerprint"),
+        (
+            "fingerprint",
+            resigned(receipt, numerics={**receipt["numerics"], "threads": threads}),
+            row,
+            "other_fingerprint",
+        ),
         ("signature", {**receipt, "signature": flipped}, row, "bad_signature"),
     ]
     with server.client() as http:
@@ -237,13 +248,13 @@ def test_the_log_survives_sigkill_of_the_server(tiny_repository: Path, tmp_path:
 
 
 def _quietly(run: Any) -> None:
-    try:
+    with contextlib.suppress(httpx.HTTPError, AssertionError):  # the server died under it: the point of the test
         run()
-    except (httpx.HTTPError, AssertionError):  # the server died under it: the point of the test
-        pass
 
 
-def test_a_full_disk_degrades_to_answering_without_logging(tiny_repository: Path, tmp_path: Path, key_file: Path) -> None:
+def test_a_full_disk_degrades_to_answering_without_logging(
+    tiny_repository: Path, tmp_path: Path, key_file: Path
+) -> None:
     log = tmp_path / "receipts"
     limit = 64 * 1024  # any file this process writes past 64 KiB fails with EFBIG (SIGXFSZ is ignored by Python)
 
