@@ -66,7 +66,7 @@ def create_app(settings: Settings, executor_factory: ServingExecutorFactory | No
     docs = DocsApi()
     routes = route_table(plane, metrics, settings, docs)
     docs.document = build_openapi(routes, __version__)
-    dispatcher = Dispatcher(routes, Guard(settings), metrics, Lifespan(settings, registry))
+    dispatcher = Dispatcher(routes, Guard(settings), metrics, Lifespan(settings, registry), plane.call_record)
     return App(dispatcher, settings, registry, plane, routes)
 
 
