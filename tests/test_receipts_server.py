@@ -46,7 +46,8 @@ def key_file(tmp_path: Path) -> Path:
 def rows_for(request: int) -> list[list[float]]:
     """1 or 2 rows of 16 float32 values, as JSON numbers that read back to the same float32."""
     generator = np.random.default_rng(request)
-    return generator.standard_normal((1 + request % 2, 16)).astype(np.float32).tolist()  # type: ignore[no-any-return]
+    rows: list[list[float]] = generator.standard_normal((1 + request % 2, 16)).astype(np.float32).tolist()
+    return rows
 
 
 async def one_request(http: httpx.AsyncClient, request: int) -> list[Pair]:

@@ -69,7 +69,8 @@ def create_app(settings: Settings, executor_factory: ServingExecutorFactory | No
     docs = DocsApi()
     routes = route_table(plane, metrics, settings, docs)
     docs.document = build_openapi(routes, __version__)
-    dispatcher = Dispatcher(routes, Guard(settings), metrics, Lifespan(settings, registry, receipts))
+    lifespan = Lifespan(settings, registry, receipts)
+    dispatcher = Dispatcher(routes, Guard(settings), metrics, lifespan, plane.call_record)
     return App(dispatcher, settings, registry, plane, routes)
 
 
