@@ -35,6 +35,25 @@ BODIES: dict[str | None, Any] = {
     "RepositoryLoadRequest": None,
     "V1PredictRequest": {"instances": [ROW]},
     "V2InferRequest": {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": ROW}]},
+    # Well formed, signed by no key of the server: 200 with "mismatch", "bad_signature".
+    "ReceiptVerifyRequest": {
+        "receipt": {
+            "format": "invariant-receipt/1",
+            "model": "tiny",
+            "version": "1",
+            "checkpoint_sha256": "0" * 64,
+            "fingerprint": "0" * 16,
+            "numerics": {},
+            "request_id": "r",
+            "row": 0,
+            "input_sha256": "0" * 64,
+            "output_sha256": "0" * 64,
+            "time": "2026-12-03T09:00:00.000000Z",
+            "key_id": "0" * 16,
+            "signature": "0" * 64,
+        },
+        "input": ROW,
+    },
 }
 
 pytestmark = pytest.mark.slow
@@ -46,6 +65,7 @@ def key_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     api, admin = folder / "api.keys", folder / "admin.keys"
     api.write_text(f"# clients\n{API_KEY}\n\n")
     admin.write_text(f"{ADMIN_KEY}  \n# operators\n")
+    (folder / "receipt.keys").write_text("receipt-key-0123456789abcdef\n")  # so that receipts verify
     return api, admin
 
 
@@ -69,6 +89,7 @@ def keyed(
     )
     flags = ["--api-keys-file", str(key_files[0]), "--admin-keys-file", str(key_files[1])]
     flags += ["--model-control", "explicit"]  # so that an admin key can load and unload
+    flags += ["--receipts-key-file", str(key_files[0].parent / "receipt.keys")]
     flags += ["--protect-metrics"] if protect_metrics else []
     server = start_server(tiny_repository, tmp_path_factory.mktemp("logs"), *flags)
     yield server, settings
