@@ -33,7 +33,7 @@ from service.receipts.verdict import (
     bits_verdict,
     checkpoint_verdict,
     fingerprint_verdict,
-    input_verdict,
+    not_served,
     signature_verdict,
 )
 
@@ -73,16 +73,14 @@ class Replayer:
         if verdict is not None:
             return verdict
         loaded = self._model(receipt)
-        identity = loaded.identity if isinstance(loaded, Loaded) else None
-        verdict = checkpoint_verdict(receipt, identity, "" if isinstance(loaded, Loaded) else f" ({loaded})")
-        if verdict is not None or not isinstance(loaded, Loaded):
-            return verdict or Verdict("mismatch", "unknown_checkpoint")
-        verdict = fingerprint_verdict(receipt, loaded.identity)
+        if not isinstance(loaded, Loaded):
+            return not_served(receipt, f" ({loaded})")
+        verdict = checkpoint_verdict(receipt, loaded.identity) or fingerprint_verdict(receipt, loaded.identity)
         if verdict is not None:
             return verdict
         row = self._index(loaded).get(receipt.input_sha256)
         if row is None:
-            return input_verdict(receipt, "no row in the inputs file") or Verdict("mismatch", "other_input")
+            return Verdict("mismatch", "other_input", f"no row of {self.inputs.name} hashes to {receipt.input_sha256}")
         self._pin(int(receipt.numerics.get("threads", 1)))
         outputs = loaded.executor.run(row[None])  # the row alone: one C-row forward
         logits, probabilities = outputs.logits[0], outputs.probabilities[0]

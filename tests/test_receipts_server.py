@@ -163,6 +163,7 @@ def test_every_receipt_under_load_verifies_by_the_endpoint_and_the_replay(
     inputs = tmp_path / "inputs.jsonl"
     inputs.write_bytes(b"".join(orjson.dumps(row) + b"\n" for _, row in pairs))
     replayed = replay(tiny_repository, log, inputs, key_file)
+    print(replayed.stdout)  # the summary table, shown with pytest -s
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert f"{len(pairs)}/{len(pairs)} receipts match" in replayed.stdout
     assert re.search(rf"^tiny\s+1\s+{len(pairs)}\s+{len(pairs)}(\s+0){{5}}$", replayed.stdout, re.MULTILINE)

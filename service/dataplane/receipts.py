@@ -22,6 +22,7 @@ from service.receipts.verdict import (
     checkpoint_verdict,
     fingerprint_verdict,
     input_verdict,
+    not_served,
     signature_verdict,
 )
 
@@ -65,10 +66,9 @@ async def verify(receipts: Receipts, registry: ModelRegistry, receipt: Receipt, 
     if verdict is not None:
         return verdict
     served, why = _served(registry, receipt)
-    verdict = checkpoint_verdict(receipt, identity_of(served) if served else None, why)
-    if verdict is not None or served is None:
-        return verdict or Verdict("mismatch", "unknown_checkpoint")
-    verdict = fingerprint_verdict(receipt, identity_of(served))
+    if served is None:
+        return not_served(receipt, why)
+    verdict = checkpoint_verdict(receipt, identity_of(served)) or fingerprint_verdict(receipt, identity_of(served))
     if verdict is not None:
         return verdict
     decoded = row.decode(served.manifest.input)  # (1, *input_shape); a bad row is a 400 naming it

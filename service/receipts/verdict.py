@@ -41,19 +41,22 @@ def signature_verdict(receipt: Receipt, keys: SigningKeys) -> Verdict | None:
     return Verdict("mismatch", "bad_signature", "no key of this server signed this receipt as it stands")
 
 
-def checkpoint_verdict(receipt: Receipt, identity: ModelIdentity | None, why_unknown: str = "") -> Verdict | None:
-    """`identity`: the model this side serves as the receipt's model and version (None: none)."""
+def not_served(receipt: Receipt, why: str = "") -> Verdict:
+    """The receipt's model version is not served on this side (`why`: " (its reason)" or "")."""
     named = f"model {receipt.model!r} version {receipt.version!r}"
-    if identity is None:
-        return Verdict("mismatch", "unknown_checkpoint", f"{named} is not served here{why_unknown}")
-    if identity.checkpoint_sha256 != receipt.checkpoint_sha256:
-        return Verdict(
-            "mismatch",
-            "unknown_checkpoint",
-            f"{named} here has checkpoint sha256 {identity.checkpoint_sha256}, the receipt names "
-            f"{receipt.checkpoint_sha256}",
-        )
-    return None
+    return Verdict("mismatch", "unknown_checkpoint", f"{named} is not served here{why}")
+
+
+def checkpoint_verdict(receipt: Receipt, identity: ModelIdentity) -> Verdict | None:
+    """`identity`: the model this side serves as the receipt's model and version."""
+    if identity.checkpoint_sha256 == receipt.checkpoint_sha256:
+        return None
+    return Verdict(
+        "mismatch",
+        "unknown_checkpoint",
+        f"model {receipt.model!r} version {receipt.version!r} here has checkpoint sha256 "
+        f"{identity.checkpoint_sha256}, the receipt names {receipt.checkpoint_sha256}",
+    )
 
 
 def fingerprint_verdict(receipt: Receipt, identity: ModelIdentity) -> Verdict | None:
