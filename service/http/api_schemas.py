@@ -307,6 +307,8 @@ V1_PREDICT = Doc(
     request="V1PredictRequest",
     model_headers=True,
     errors=INFERENCE_ERRORS,
+    description="With the header X-Receipts: true or the query ?receipts=true, each prediction carries a signed "
+    "receipt (needs --receipts-key-file; docs/receipts.md).",
 )
 V1_LIVE = Doc("KServe V1 liveness: the process answers", V1_TAG, "V1Live")
 V1_MODELS = Doc("The served model names", V1_TAG, "V1ModelList")
