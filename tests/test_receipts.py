@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.cli import load_settings
 from service.errors import BadRequest
 from service.observability.metrics import Metrics
 from service.protocols.v1 import receipts_asked
@@ -146,3 +147,20 @@ def test_the_reader_skips_a_torn_last_line_and_reports_damaged_ones(tmp_path: Pa
     assert reading.torn == 1
     assert len(reading.corrupt) == 1
     assert reading.corrupt[0].startswith(f"{log.name}:2: receipt fields: missing")
+
+
+def test_receipt_flags_without_a_key_file_stop_the_server_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for flags, named in ((["--receipts", "always"], "--receipts always"), (["--receipts-log", "x"], "--receipts-log")):
+        with pytest.raises(SystemExit) as stopped:
+            load_settings(["--repository", str(tmp_path), *flags])
+        assert stopped.value.code == 2
+        expected = f"invariant-serve: error: {named} needs --receipts-key-file PATH (the keys that sign receipts)\n"
+        assert capsys.readouterr().err == expected
+    (tmp_path / "empty.keys").write_text("# none yet\n")
+    with pytest.raises(SystemExit):
+        load_settings(["--repository", str(tmp_path), "--receipts-key-file", str(tmp_path / "empty.keys")])
+    assert (
+        capsys.readouterr().err == f"invariant-serve: error: --receipts-key-file: {tmp_path}/empty.keys holds no key\n"
+    )
