@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # test helper modules (checkpoints.py) import by name
-sys.path.insert(1, str(Path(__file__).parents[1] / "bench"))  # bench modules under test (variable_shape_executor.py)
 
 from bad_input_helpers import Probe
 from checkpoints import TINY_CNN, write_checkpoint
@@ -56,6 +55,8 @@ def start_server(
     """Start `python -m service` as its own process group; waits for readiness (or liveness). With a gate,
     the same server through tests/gated_service.py: its CNNs' forward passes wait while the gate is closed.
     `env`: extra environment variables of the server process."""
+    if os.environ.get("TEST_LANE") == "fast":  # `make test-fast`: no subprocess servers, by construction
+        pytest.fail("this test starts a server: mark it @pytest.mark.slow (make test-fast runs none)")
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     launcher = [str(ROOT / "tests" / "gated_service.py"), str(gate.directory)] if gate else ["-m", "service"]
