@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import socket
@@ -22,6 +23,18 @@ from checkpoints import TINY_CNN, write_checkpoint
 from gated_service import Gate
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+SERVER_FIXTURES = {"server", "probe"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts a server (through a fixture or start_server itself) is slow, marked or not."""
+    for item in items:
+        function = getattr(item, "function", None)
+        starts_one = function is not None and "start_server(" in inspect.getsource(function)
+        if starts_one or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def free_port() -> int:

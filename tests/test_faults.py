@@ -151,16 +151,23 @@ def test_killed_worker_leaves_no_live_gauges_and_workers_exit_with_their_parent(
             os.killpg(server.process.pid, signal.SIGKILL)
 
 
-def test_a_dead_compute_thread_answers_503_then_the_process_exits_70(tiny_repository: Path, tmp_path: Path) -> None:
+DIED = {"thread": "compute thread died", "loop": "compute failed on the event loop"}
+
+
+@pytest.mark.parametrize("placement", list(DIED))
+def test_a_dead_compute_thread_answers_503_then_the_process_exits_70(
+    tiny_repository: Path, tmp_path: Path, placement: str
+) -> None:
     (tmp_path / "gate").mkdir()
     gate = Gate(tmp_path / "gate")
-    server = start_server(tiny_repository, tmp_path, "--model-control", "none", gate=gate)
+    flags = ("--model-control", "none", "--placement", placement)
+    server = start_server(tiny_repository, tmp_path, *flags, gate=gate)
     try:
         with server.client() as client:
             assert client.post("/v1/models/tiny:predict", json={"instances": [ROW]}).status_code == 200
             gate.inject_fault()  # the next chunk the compute thread takes kills it
             answer = client.post("/v1/models/tiny:predict", json={"instances": [ROW]})
-        reason = "compute thread died: RuntimeError: fault injected by the test"
+        reason = f"{DIED[placement]}: RuntimeError: fault injected by the test"
         assert (answer.status_code, answer.json()) == (
             503, {"error": f"model 'tiny' version 1 is not served: {reason}"}
         )  # fmt: skip
