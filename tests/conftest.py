@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # test helper modules (checkpoin
 from bad_input_helpers import Probe
 from checkpoints import TINY_CNN, write_checkpoint
 from gated_service import Gate
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,18 +85,19 @@ def start_server(
 
 
 def _wait(server: RunningServer, path: str, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if server.process.poll() is not None:
             raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(server.url + path, timeout=1.0).status_code == 200:
-                return
+            return httpx.get(server.url + path, timeout=1.0).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    stop_server(server)
-    raise RuntimeError(f"server not answering 200 on {path} after {timeout_s} s:\n{server.log()}")
+            return False
+
+    try:
+        wait_until(f"the server answering 200 on {path}", answers, timeout_s, every_s=0.1)
+    except AssertionError:
+        stop_server(server)
+        raise RuntimeError(f"server not answering 200 on {path} after {timeout_s} s:\n{server.log()}") from None
 
 
 def stop_server(server: RunningServer) -> None:

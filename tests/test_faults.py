@@ -20,6 +20,7 @@ import httpx
 import pytest
 from conftest import RunningServer, start_server, stop_server
 from gated_service import Gate
+from waiting import wait_until
 
 from service.observability.metrics import workers_of
 
@@ -108,12 +109,7 @@ def alive(pid: int) -> bool:
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout_s} s: {what}")
+    wait_until(what, condition, timeout_s, every_s=0.1)
 
 
 def test_killed_worker_leaves_no_live_gauges_and_workers_exit_with_their_parent(
