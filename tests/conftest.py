@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,16 +27,24 @@ from waiting import wait_until
 ROOT = Path(__file__).resolve().parents[1]
 
 
-SERVER_FIXTURES = {"server", "probe"}
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that starts a server (through a fixture or start_server itself) is slow, marked or not."""
+    """A test that starts a server (in its body or through any fixture it uses) is slow, marked or not."""
     for item in items:
         function = getattr(item, "function", None)
-        starts_one = function is not None and "start_server(" in inspect.getsource(function)
-        if starts_one or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        sources = [function] if function is not None else []
+        sources += [definition.func for definitions in fixtures.values() for definition in definitions]
+        if any(_starts_a_server(source) for source in sources):
             item.add_marker(pytest.mark.slow)
+
+
+@functools.cache
+def _starts_a_server(function: Any) -> bool:
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):  # a builtin or C fixture: pytest's own
+        return False
+    return "start_server(" in source and not source.lstrip().startswith("def start_server(")
 
 
 def free_port() -> int:
