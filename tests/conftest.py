@@ -28,14 +28,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that starts a server (in its body or through any fixture it uses) is slow, marked or not."""
+    """A test that starts a server or another process (a training run, a CLI), in its body or through any
+    fixture it uses, is slow, marked or not: the fast lane runs in-process tests only."""
     for item in items:
         function = getattr(item, "function", None)
         fixtures = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
         sources = [function] if function is not None else []
         sources += [definition.func for definitions in fixtures.values() for definition in definitions]
-        if any(_starts_a_server(source) for source in sources):
+        if item.path.stem in TRAINING_MODULES or any(_starts_a_server(source) for source in sources):
             item.add_marker(pytest.mark.slow)
+
+
+# Modules whose tests run whole (tiny) training jobs: seconds each, so they belong to `make test` only.
+TRAINING_MODULES = {
+    "test_training_cli",
+    "test_training_defects",
+    "test_distributed",
+    "test_study",
+    "test_training_report",
+}
+SLOW_CALLS = ("start_server(", "subprocess.", "run_training(", "getfixturevalue(")
 
 
 @functools.cache
@@ -44,7 +56,9 @@ def _starts_a_server(function: Any) -> bool:
         source = inspect.getsource(function)
     except (OSError, TypeError):  # a builtin or C fixture: pytest's own
         return False
-    return "start_server(" in source and not source.lstrip().startswith("def start_server(")
+    if source.lstrip().startswith("def start_server("):
+        return False
+    return any(call in source for call in SLOW_CALLS)
 
 
 def free_port() -> int:

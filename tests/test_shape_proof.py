@@ -81,17 +81,17 @@ def test_a_row_mixing_model_fails_every_candidate_and_stops_after_the_bound() ->
             return (x - x.mean(0, keepdim=True))[:, :3]
 
     built, build = builder(Mixing())
-    proof = prove_shape(build, 32, strict=False, seed=0)  # type: ignore[arg-type]
+    proof = prove_shape(build, 16, strict=False, seed=0)  # type: ignore[arg-type]
     assert not proof.passed
-    assert built == [32, *candidate_chunk_rows(32)]
+    assert built == [16, *candidate_chunk_rows(16)]
     assert len(built) == 1 + MAX_CANDIDATES
 
 
 def test_a_passing_preferred_c_is_the_only_one_built() -> None:
     built, build = builder(TailSensitive(bad_chunk=7))
-    proof = prove_shape(build, 32, strict=False, seed=0)  # type: ignore[arg-type]
-    assert (proof.chosen, built) == (32, [32])
-    assert proof.reason == "the preferred C = 32 passed its self-test"
+    proof = prove_shape(build, 8, strict=False, seed=0)  # type: ignore[arg-type]
+    assert (proof.chosen, built) == (8, [8])
+    assert proof.reason == "the preferred C = 8 passed its self-test"
 
 
 @pytest.mark.slow
