@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from models import CheckpointError, IgnoredEntry, Manifest, list_model_dirs, load_checkpoint, scan_versions
-from models.checkpoint import NAME_PATTERN
+from models.checkpoint import NAME_PATTERN, read_manifest
+from models.imported import ImportedConfig
 from service.batcher import Batcher
 from service.executor import Executor
 from service.executor_factory import build_executor
@@ -138,11 +139,18 @@ class _Checked:
 
 def _check(name: str, version: int, path: Path, settings: Settings, metrics: Metrics) -> _Checked:
     """The version loaded, verified and self-tested; raises CheckpointError or ModelRefused with the reason."""
-    model, manifest = load_checkpoint(path)
-    check_weights(model)
-    model.eval().requires_grad_(False)  # inference only: no autograd state, no training-mode layers
-    executor = build_executor(model, manifest, settings)
-    check_inference_mode(executor.model, executor.input_shape, executor.device, executor.dtype, settings.self_test_seed)
+    manifest = read_manifest(path)
+    if isinstance(manifest.architecture, ImportedConfig):  # a user's graph file: inference mode proven from it
+        from service.executor_onnx import load_onnx_executor  # onnxruntime only where a model needs it
+
+        executor = load_onnx_executor(path, manifest, settings)
+    else:
+        model, manifest = load_checkpoint(path)
+        check_weights(model)
+        model.eval().requires_grad_(False)  # inference only: no autograd state, no training-mode layers
+        executor = build_executor(model, manifest, settings)
+        seed = settings.self_test_seed
+        check_inference_mode(executor.model, executor.input_shape, executor.device, executor.dtype, seed)
     environment = environment_report(executor.device)
     self_test = run_self_test(executor, settings.self_test_seed)
     labels = (name, str(version))
