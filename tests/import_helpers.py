@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import sys
 import zipfile
 from pathlib import Path
 
@@ -14,8 +13,6 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # the examples' modules by name
 
 from export_common import export_onnx
 
