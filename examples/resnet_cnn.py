@@ -7,9 +7,8 @@ import argparse
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from export_common import export_onnx, generated_data, train_briefly
+from torch import nn
 
 IMAGE, CLASSES = (3, 32, 32), 10
 
@@ -25,7 +24,8 @@ class Block(nn.Module):
         self.bn2 = nn.BatchNorm2d(channels_out)
         self.skip: nn.Module = nn.Identity()
         if stride != 1 or channels_in != channels_out:
-            self.skip = nn.Sequential(nn.Conv2d(channels_in, channels_out, 1, stride, bias=False), nn.BatchNorm2d(channels_out))
+            projection = nn.Conv2d(channels_in, channels_out, 1, stride, bias=False)
+            self.skip = nn.Sequential(projection, nn.BatchNorm2d(channels_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))

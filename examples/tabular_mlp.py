@@ -8,9 +8,8 @@ import argparse
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from export_common import export_onnx, generated_data, train_briefly
+from torch import nn
 
 FEATURES, CLASSES = 12, 3
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from google.protobuf.message import DecodeError
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 from onnx import AttributeProto, TensorProto
 
 # protobuf caps one message at 2 GiB; the inlined model must fit in one.
@@ -37,20 +38,27 @@ REEXPORT = (
 )
 # Deterministic inference ops in the default domain. Not here: random ops, control flow (subgraphs), ops
 # that only exist for training, sequence/optional types, and anything stateful.
-ALLOWED_OPS = frozenset(
-    """Abs Acos Add And ArgMax ArgMin Asin Atan AveragePool BatchNormalization Cast CastLike Ceil Celu Clip Concat
-    Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace Div Dropout Einsum Elu Equal Erf Exp
-    Expand Flatten Floor Gather GatherElements GatherND Gelu Gemm GlobalAveragePool GlobalMaxPool Greater
-    GreaterOrEqual GroupNormalization HardSigmoid HardSwish Identity InstanceNormalization IsInf IsNaN
-    LayerNormalization LeakyRelu Less LessOrEqual Log LogSoftmax LpNormalization MatMul Max MaxPool Mean Min Mish Mod
-    Mul Neg Not Or Pad Pow PRelu Range Reciprocal ReduceL1 ReduceL2 ReduceLogSumExp ReduceMax ReduceMean ReduceMin
-    ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize Round Selu Shape Sigmoid Sign Sin Sinh Size Slice
-    Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh Tile TopK Transpose Trilu Unsqueeze
-    Upsample Where Xor""".split()
+# fmt: off
+ALLOWED_OPS = frozenset((
+    "Abs", "Acos", "Add", "And", "ArgMax", "ArgMin", "Asin", "Atan", "AveragePool", "BatchNormalization",
+    "Cast", "CastLike", "Ceil", "Celu", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv",
+    "ConvTranspose", "Cos", "Cosh", "CumSum", "DepthToSpace", "Div", "Dropout", "Einsum", "Elu", "Equal", "Erf",
+    "Exp", "Expand", "Flatten", "Floor", "Gather", "GatherElements", "GatherND", "Gelu", "Gemm",
+    "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "GroupNormalization", "HardSigmoid",
+    "HardSwish", "Identity", "InstanceNormalization", "IsInf", "IsNaN", "LayerNormalization", "LeakyRelu",
+    "Less", "LessOrEqual", "Log", "LogSoftmax", "LpNormalization", "MatMul", "Max", "MaxPool", "Mean", "Min",
+    "Mish", "Mod", "Mul", "Neg", "Not", "Or", "Pad", "Pow", "PRelu", "Range", "Reciprocal", "ReduceL1",
+    "ReduceL2", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum",
+    "ReduceSumSquare", "Relu", "Reshape", "Resize", "Round", "Selu", "Shape", "Sigmoid", "Sign", "Sin", "Sinh",
+    "Size", "Slice", "Softmax", "Softplus", "Softsign", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub",
+    "Sum", "Tan", "Tanh", "Tile", "TopK", "Transpose", "Trilu", "Unsqueeze", "Upsample", "Where", "Xor",
+))
+# fmt: on
+RANDOM_OPS = frozenset(
+    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial"}
 )
-RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial"})
 SUBGRAPH_ATTRIBUTES = frozenset({AttributeProto.GRAPH, AttributeProto.GRAPHS})
-_ELEMENT_BYTES = {
+_ELEMENT_BYTES: dict[int, int] = {
     TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2,
     TensorProto.INT8: 1, TensorProto.UINT8: 1, TensorProto.INT16: 2, TensorProto.UINT16: 2, TensorProto.INT32: 4,
     TensorProto.UINT32: 4, TensorProto.INT64: 8, TensorProto.UINT64: 8, TensorProto.BOOL: 1,
@@ -87,6 +95,11 @@ def check_onnx(path: Path, max_model_bytes: int = MAX_MODEL_BYTES) -> CheckedOnn
     _check_opsets(model)
     _check_graph(model.graph)
     data_file = _inline_external_data(model, path.parent)
+    _check_names(model.graph)
+    try:  # onnx's own structural checks (defined inputs, attribute types); no shape inference, no files opened
+        onnx.checker.check_model(model, full_check=False)
+    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
+        raise ImportRefused(f"invalid ONNX graph: {_first_line(exc)}") from None
     signature = _signature(model)
     return CheckedOnnx(model.SerializeToString(), signature, data_file)
 
@@ -99,7 +112,22 @@ def parse_model(data: bytes) -> onnx.ModelProto:
         raise ImportRefused(f"not a valid ONNX model (protobuf parse failed: {exc})") from None
     if not model.HasField("graph") or not model.graph.node:
         raise ImportRefused("not a valid ONNX model: no graph")
+    if not _strings_are_text(model):
+        raise ImportRefused("not a valid ONNX model: a string field is not valid UTF-8")
     return model
+
+
+def _strings_are_text(message: Message) -> bool:
+    """Every string field, at any depth, a str that encodes as UTF-8: protobuf hands invalid UTF-8 in ONNX's
+    proto2 string fields over as bytes, which every later check (and onnxruntime's messages) would trip on.
+    Depth is bounded by protobuf's parse recursion limit (100)."""
+    for field, value in message.ListFields():
+        values = value if field.is_repeated else [value]
+        if field.type == FieldDescriptor.TYPE_STRING and not all(isinstance(v, str) and _utf8(v) for v in values):
+            return False
+        if field.type == FieldDescriptor.TYPE_MESSAGE and not all(_strings_are_text(v) for v in values):
+            return False
+    return True
 
 
 def _read_bounded(path: Path, limit: int, what: str) -> bytes:
@@ -155,18 +183,40 @@ def _check_node(node: onnx.NodeProto, constants: dict[str, bool | None]) -> None
     for attribute in node.attribute:
         if attribute.type in SUBGRAPH_ATTRIBUTES:
             raise ImportRefused(f"{where}: subgraph attribute {attribute.name!r} (control flow) is refused")
-    if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
-        if constants.get(node.input[2]) is not False:
-            raise ImportRefused(
-                f"{where}: Dropout in training mode (training_mode is not a constant false): "
-                "export the model after model.eval()"
-            )
+    training_input = node.input[2] if node.op_type == "Dropout" and len(node.input) > 2 else ""
+    if training_input and constants.get(training_input) is not False:
+        raise ImportRefused(
+            f"{where}: Dropout in training mode (training_mode is not a constant false): "
+            "export the model after model.eval()"
+        )
     if node.op_type == "BatchNormalization":
         training = next((a.i for a in node.attribute if a.name == "training_mode"), 0)
         if training != 0 or len(node.output) > 1:
             raise ImportRefused(
                 f"{where}: BatchNormalization in training mode (batch statistics): export after model.eval()"
             )
+
+
+def _check_names(graph: onnx.GraphProto) -> None:
+    """Every name printable (UTF-8 already proven at parse): names reach onnxruntime's messages and metadata."""
+    names = [graph.name, *(v.name for v in (*graph.input, *graph.output)), *(t.name for t in graph.initializer)]
+    for node in graph.node:
+        names.extend((node.name, node.op_type, *node.input, *node.output, *(a.name for a in node.attribute)))
+    for name in names:
+        if len(name) > 4096 or not name.isprintable():
+            raise ImportRefused(f"a name in the graph is not printable or over 4096 characters: {name[:64]!r}")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeError:
+        return False
+    return True
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _constant_values(graph: onnx.GraphProto) -> dict[str, bool | None]:
@@ -290,7 +340,10 @@ def _signature(model: onnx.ModelProto) -> OnnxSignature:
     input_shape = _batched_shape(inputs[0], "input")
     output_shape = _batched_shape(graph.output[0], "output")
     if len(output_shape) != 1 or not 2 <= output_shape[0] <= MAX_CLASSES:
-        raise ImportRefused(f"output {graph.output[0].name!r} has shape [batch, *{list(output_shape)}]: expected [batch, K] with 2 <= K <= {MAX_CLASSES}")
+        raise ImportRefused(
+            f"output {graph.output[0].name!r} has shape [batch, *{list(output_shape)}]: "
+            f"expected [batch, K] with 2 <= K <= {MAX_CLASSES}"
+        )
     elements = 1
     for dim in input_shape:
         elements *= dim

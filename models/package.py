@@ -71,7 +71,9 @@ def _checked(args: argparse.Namespace) -> tuple[Manifest, dict[str, Path]]:
     signature = checked.signature
     labels = _names(args.labels) or tuple(str(index) for index in range(signature.num_classes))
     if len(labels) != signature.num_classes or len(set(labels)) != len(labels):
-        raise ImportRefused(f"--labels gives {len(labels)} distinct labels; the model has {signature.num_classes} outputs")
+        raise ImportRefused(
+            f"--labels gives {len(labels)} distinct labels; the model has {signature.num_classes} outputs"
+        )
     features = _names(args.feature_names)
     if features and len(features) != math.prod(signature.input_shape):
         raise ImportRefused(

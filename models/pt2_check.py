@@ -57,7 +57,7 @@ def describe_archive(path: Path) -> str:
         return "a TorchServe .mar archive (its handler is Python code run on load)"
     if any("/code/" in name or name.endswith("constants.pkl") for name in names):
         return "a TorchScript archive (code and pickles)"
-    if any(name.endswith("archive_format") or "/models/" in name and name.endswith(".json") for name in names):
+    if any(name.endswith("archive_format") or ("/models/" in name and name.endswith(".json")) for name in names):
         return (
             "a torch.export program (.pt2): torch.export.load unpickles weights, constants and sample inputs, "
             "parses shape strings with sympy and runs guard code, so .pt2 files are not served"

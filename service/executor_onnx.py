@@ -112,7 +112,11 @@ def load_onnx_executor(path: Path, manifest: Manifest, settings: Settings) -> Ex
     manifest_says = (config.input_name, manifest.input.shape, config.output_name, len(manifest.class_labels))
     if graph_says != manifest_says:
         raise ModelRefused(f"the graph's signature {graph_says} is not the manifest's {manifest_says}")
-    module = OnnxModule(session_for(checked.model_bytes), signature.input_name, signature.output_name)
+    try:
+        session = session_for(checked.model_bytes)
+    except Exception as exc:  # onnxruntime's own errors (shape or type inference): the graph is refused
+        raise ModelRefused(f"onnxruntime cannot load the graph: {str(exc).splitlines()[0][:300]}") from None
+    module = OnnxModule(session, signature.input_name, signature.output_name)
     return _build(module, manifest.input.shape, signature.num_classes, settings)
 
 

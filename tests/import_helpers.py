@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from export_common import export_onnx
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
-
-from export_common import export_onnx
 
 
 class MarkerPayload:
@@ -140,7 +139,7 @@ def pt2_members(marker: Path) -> dict[str, dict[str, bytes]]:
 def torchscript_bytes(marker: Path) -> bytes:
     """A real TorchScript archive whose data.pkl is replaced by the payload."""
     buffer = io.BytesIO()
-    torch.jit.save(torch.jit.script(nn.Linear(4, 3)), buffer)  # type: ignore[no-untyped-call]
+    torch.jit.save(torch.jit.script(nn.Linear(4, 3)), buffer)
     source = zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:

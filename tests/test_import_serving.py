@@ -6,7 +6,7 @@ imported model bitwise like onnxruntime alone, over V1 JSON and tritonclient's b
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,10 @@ import torch
 import transformer_encoder
 import tritonclient.http as triton
 from conftest import RunningServer, start_server, stop_server
-
 from import_helpers import RowMixing, dropout_graph, export_torch, write_model
+from torch import nn
+
+from models.checkpoint import sha256_of
 from models.package import main as package
 from service.executor_onnx import OPTIMIZATION_NAME, OnnxExecutor
 from service.loader import Refusal, ServedModel, load_version
@@ -28,7 +30,7 @@ from service.metrics import Metrics
 from service.settings import Settings
 
 C = 32
-EXAMPLES = {
+EXAMPLES: dict[str, Callable[[], tuple[nn.Module, torch.Tensor]]] = {
     "tabular": lambda: tabular_mlp.build(hidden=16, steps=20),
     "resnet": lambda: resnet_cnn.build(width=4, steps=3),
     "encoder": lambda: transformer_encoder.build(dim=8, layers=1, steps=5),
@@ -48,7 +50,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def load(repository: Path, name: str, version: int = 1) -> ServedModel | Refusal:
-    settings = Settings(repository=repository, chunk_rows=C)  # type: ignore[call-arg]
+    settings = Settings(repository=repository, chunk_rows=C)
     return load_version(name, version, repository / name / str(version), settings, Metrics())
 
 
@@ -75,7 +77,9 @@ def test_example_passes_the_self_test_and_serves_the_artifacts_bits(repository: 
     assert isinstance(served, ServedModel), served
     try:
         report = served.self_test
-        assert report.passed and report.failures == 0 and report.cases > 4 * C
+        assert report.passed
+        assert report.failures == 0
+        assert report.cases > 4 * C
         print(f"{name}: self-test {report.summary()}")
         assert served.executor["executor"] == OnnxExecutor.kind
         assert served.executor["onnxruntime"] == ort.__version__
@@ -91,7 +95,8 @@ def test_example_passes_the_self_test_and_serves_the_artifacts_bits(repository: 
 def test_a_row_mixing_model_passes_the_graph_check_and_is_refused_by_the_self_test(repository: Path) -> None:
     refused = load(repository, "rowmix")
     assert isinstance(refused, Refusal)
-    assert refused.reason.startswith("self-test") and "failed" in refused.reason, refused.reason
+    assert refused.reason.startswith("self-test"), refused.reason
+    assert "failed" in refused.reason, refused.reason
 
 
 @pytest.mark.slow
@@ -105,12 +110,14 @@ def test_a_hand_edited_version_gets_the_same_checks_at_load(repository: Path, tm
             (target / "model.onnx").write_bytes((source / "model.onnx").read_bytes() + b"\0")
         else:  # a hand-written manifest over a training-mode graph: the pre-check refuses it
             write_model(graph, target / "model.onnx")
-            manifest["weights_sha256"] = __import__("hashlib").sha256((target / "model.onnx").read_bytes()).hexdigest()
+            manifest["weights_sha256"] = sha256_of(target / "model.onnx")
         (target / "manifest.json").write_text(json.dumps(manifest))
     refused = load(repository, "tabular", 2)
-    assert isinstance(refused, Refusal) and "Dropout in training mode" in refused.reason, refused
+    assert isinstance(refused, Refusal)
+    assert "Dropout in training mode" in refused.reason, refused
     refused = load(repository, "tabular", 3)
-    assert isinstance(refused, Refusal) and "checksum mismatch: model.onnx" in refused.reason, refused
+    assert isinstance(refused, Refusal)
+    assert "checksum mismatch: model.onnx" in refused.reason, refused
 
 
 @pytest.fixture(scope="module")
