@@ -89,7 +89,8 @@ def numerics_fingerprint(executor: dict[str, Any], device: str) -> NumericsFinge
         if key in executor:
             parts[key] = executor[key]
     # MKL and oneDNN pick kernels by the CPU they find unless capped: then the CPU model decides bits too.
-    if not all(name in os.environ for name in CPU_MODEL_PINNED_BY):
+    # onnxruntime's kernels follow the CPU whatever those variables say.
+    if "onnxruntime" in executor or not all(name in os.environ for name in CPU_MODEL_PINNED_BY):
         parts["cpu_model"] = _cpu_model()
     return NumericsFingerprint(fingerprint_of(parts), parts)
 

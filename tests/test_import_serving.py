@@ -24,7 +24,7 @@ from torch import nn
 
 from models.checkpoint import sha256_of
 from models.package import main as package
-from service.executor_onnx import OPTIMIZATION_NAME, OnnxExecutor
+from service.executor_onnx import OPTIMIZATION_LEVEL, OPTIMIZATION_NAME, OnnxExecutor
 from service.loader import Refusal, ServedModel, load_version
 from service.metrics import Metrics
 from service.settings import Settings
@@ -60,7 +60,7 @@ def alone_at_c(version_dir: Path, rows: np.ndarray[Any, Any]) -> np.ndarray[Any,
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.graph_optimization_level = OPTIMIZATION_LEVEL
     session = ort.InferenceSession(str(version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
     answers = []
     for row in rows:
@@ -84,6 +84,7 @@ def test_example_passes_the_self_test_and_serves_the_artifacts_bits(repository: 
         assert served.executor["executor"] == OnnxExecutor.kind
         assert served.executor["onnxruntime"] == ort.__version__
         assert served.numerics.parts["graph_optimization"] == OPTIMIZATION_NAME
+        assert "cpu_model" in served.numerics.parts
         rows = np.random.default_rng(5).standard_normal((7, *served.manifest.input.shape)).astype(np.float32)
         outputs = served.batcher.executor.run(rows)
         assert outputs.logits.tobytes() == alone_at_c(served.path, rows).astype(np.float32).tobytes()
