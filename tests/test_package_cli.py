@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from import_helpers import linear_graph, write_model
+
 from models.checkpoint import sha256_of
 from models.package import main as package
 
