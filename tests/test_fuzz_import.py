@@ -19,7 +19,7 @@ from import_helpers import linear_graph, with_external_weight
 
 from models.onnx_check import ImportRefused, check_onnx
 from models.pt2_check import refuse_non_onnx
-from service.executor_onnx import session_for
+from service.engine.executor_onnx import session_for
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6")) * 25
 FUZZ = settings(
@@ -78,7 +78,7 @@ def check_file(directory: Path, data: bytes, sibling: bytes | None = None) -> st
         return "refused by the pre-check"
     try:
         session_for(checked.model_bytes)
-    except Exception as exc:  # the loader turns this into a refusal (service/executor_onnx.py)
+    except Exception as exc:  # the loader turns this into a refusal (service/engine/executor_onnx.py)
         failed_in = type(exc).__module__
         return "refused by onnxruntime" if "onnxruntime" in failed_in or isinstance(exc, RuntimeError) else repr(exc)
     return "loaded"

@@ -24,9 +24,9 @@ from torch import nn
 
 from models.checkpoint import sha256_of
 from models.package import main as package
-from service.executor_onnx import OPTIMIZATION_LEVEL, OPTIMIZATION_NAME, OnnxExecutor
-from service.loader import Refusal, ServedModel, load_version
-from service.metrics import Metrics
+from service.engine.executor_onnx import OPTIMIZATION_LEVEL, OPTIMIZATION_NAME, OnnxExecutor
+from service.lifecycle.loader import Refusal, Verified, verify_version
+from service.observability.metrics import Metrics
 from service.settings import Settings
 
 C = 32
@@ -49,9 +49,9 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
-def load(repository: Path, name: str, version: int = 1) -> ServedModel | Refusal:
+def load(repository: Path, name: str, version: int = 1) -> Verified | Refusal:
     settings = Settings(repository=repository, chunk_rows=C)
-    return load_version(name, version, repository / name / str(version), settings, Metrics())
+    return verify_version(name, version, repository / name / str(version), settings, Metrics())
 
 
 def alone_at_c(version_dir: Path, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -73,23 +73,21 @@ def alone_at_c(version_dir: Path, rows: np.ndarray[Any, Any]) -> np.ndarray[Any,
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXAMPLES))
 def test_example_passes_the_self_test_and_serves_the_artifacts_bits(repository: Path, name: str) -> None:
-    served = load(repository, name)
-    assert isinstance(served, ServedModel), served
-    try:
-        report = served.self_test
-        assert report.passed
-        assert report.failures == 0
-        assert report.cases > 4 * C
-        print(f"{name}: self-test {report.summary()}")
-        assert served.executor["executor"] == OnnxExecutor.kind
-        assert served.executor["onnxruntime"] == ort.__version__
-        assert served.numerics.parts["graph_optimization"] == OPTIMIZATION_NAME
-        assert "cpu_model" in served.numerics.parts
-        rows = np.random.default_rng(5).standard_normal((7, *served.manifest.input.shape)).astype(np.float32)
-        outputs = served.batcher.executor.run(rows)
-        assert outputs.logits.tobytes() == alone_at_c(served.path, rows).astype(np.float32).tobytes()
-    finally:
-        served.batcher.stop()
+    verified = load(repository, name)
+    assert isinstance(verified, Verified), verified
+    report = verified.self_test
+    assert report.passed
+    assert report.failures == 0
+    assert report.cases > 4 * C
+    print(f"{name}: self-test {report.summary()}")
+    described = verified.executor.describe()
+    assert described["executor"] == OnnxExecutor.kind
+    assert described["onnxruntime"] == ort.__version__
+    assert verified.numerics.parts["graph_optimization"] == OPTIMIZATION_NAME
+    assert "cpu_model" in verified.numerics.parts
+    rows = np.random.default_rng(5).standard_normal((7, *verified.manifest.input.shape)).astype(np.float32)
+    outputs = verified.executor.run(rows)
+    assert outputs.logits.tobytes() == alone_at_c(verified.path, rows).astype(np.float32).tobytes()
 
 
 @pytest.mark.slow
