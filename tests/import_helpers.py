@@ -4,6 +4,7 @@ examples, and crafted hostile files whose payload would write a marker file if a
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -108,23 +109,55 @@ def zip_archive(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
+PT2_PROGRAM_CASES = (
+    "pt2 pickled weight",
+    "pt2 sample-input fallback",
+    "pt2 shape expression",
+    "pt2 guards code",
+    "pt2 non-ATen target",
+)
+
+
+def exported_archive() -> dict[str, bytes]:
+    """The members of a real torch.export.save archive of nn.Linear(4, 3) (folder 'm/')."""
+    program = torch.export.export(nn.Sequential(nn.Linear(4, 3)), (torch.randn(2, 4),))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as archive:
+        names = archive.namelist()
+        prefix = names[0].split("/")[0]
+        return {"m/" + name.split("/", 1)[1]: archive.read(name) for name in names if name.startswith(prefix)}
+
+
+def live_pt2_members(marker: Path) -> dict[str, dict[str, bytes]]:
+    """Real archives with the payload where torch.export.load unpickles it (both write the marker when that
+    loads them: tests/test_import_refusals.py checks it): a weight flagged use_pickle, and sample inputs that
+    fail weights_only loading and fall back to weights_only=False."""
+    real = exported_archive()
+    payload = io.BytesIO()
+    torch.save(MarkerPayload(marker), payload)
+    config = json.loads(real["m/data/weights/model_weights_config.json"])
+    config["config"]["0.weight"]["use_pickle"] = True
+    return {
+        "pt2 pickled weight": {
+            **real,
+            "m/data/weights/model_weights_config.json": json.dumps(config).encode(),
+            "m/data/weights/weight_0": payload.getvalue(),
+        },
+        "pt2 sample-input fallback": {**real, "m/data/sample_inputs/model.pt": payload.getvalue()},
+    }
+
+
 def pt2_members(marker: Path) -> dict[str, dict[str, bytes]]:
-    """Crafted torch.export archives (the member layout torch.export.save writes), one per code path that
-    torch.export.load would run the payload through."""
-    config = b'{"config": {"0.weight": {"path_name": "weight_0", "is_param": true, "use_pickle": true}}}'
+    """Crafted torch.export archives, one per code path that torch.export.load would run the payload through
+    (the first two real archives, see live_pt2_members; the others carry the payload in the JSON fields)."""
     common = {"m/archive_format": b"pt2", "m/archive_version": b"0", "m/byteorder": b"little"}
     shape = b'{"graph_module": {"graph": {"sym_int_values": {"s0": {"as_expr": {"expr_str": "__import__(\'os\')"}}}}}}'
     guards = b'{"graph_module": {}, "guards_code": ["open(\'pwned\', \'w\')"]}'
     target = b'{"graph_module": {"graph": {"nodes": [{"target": "builtins.exec", "inputs": []}]}}}'
     payload = payload_pickle(marker)
     return {
-        "pt2 pickled weight": {
-            **common,
-            "m/models/model.json": b"{}",
-            "m/data/weights/model_weights_config.json": config,
-            "m/data/weights/weight_0": payload,
-        },
-        "pt2 sample-input fallback": {**common, "m/models/model.json": b"{}", "m/data/sample_inputs/model.pt": payload},
+        **live_pt2_members(marker),
         "pt2 shape expression": {**common, "m/models/model.json": shape},
         "pt2 guards code": {**common, "m/models/model.json": guards},
         "pt2 non-ATen target": {**common, "m/models/model.json": target},

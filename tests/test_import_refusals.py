@@ -4,6 +4,8 @@ version directory written, and its payload never run (the marker file it would w
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,10 +14,12 @@ import onnx
 import pytest
 import torch
 from import_helpers import (
+    PT2_PROGRAM_CASES,
     MarkerPayload,
     dropout_graph,
     export_torch,
     linear_graph,
+    live_pt2_members,
     payload_pickle,
     pt2_members,
     torchscript_bytes,
@@ -95,7 +99,7 @@ CASES: dict[str, tuple[Crafter, str]] = {
     "pickle": (_pickle, "is a pickle"),
     "torch.save": (_torch_save, "torch.save archive"),
     "TorchScript": (_torchscript, "TorchScript archive"),
-    **{case: (_pt2(case), "torch.export program") for case in list(pt2_members(Path("m")))[:5]},
+    **{case: (_pt2(case), "torch.export program") for case in PT2_PROGRAM_CASES},
     "AOTInductor package": (_pt2("AOTInductor package"), "AOTInductor package"),
     "ONNX train-mode export (Dropout)": (_train_export, "Dropout in training mode"),
     "ONNX Dropout training_mode=True": (_onnx(lambda: dropout_graph(True)), "Dropout in training mode"),
@@ -133,6 +137,18 @@ def test_the_payload_is_live(tmp_path: Path) -> None:
     """The control: the crafted pickle does write the marker when something unpickles it."""
     marker = tmp_path / "marker"
     pickle.loads(payload_pickle(marker))  # our own payload, to prove the marker check can fail
+    assert marker.read_text() == "pwned"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["pt2 pickled weight", "pt2 sample-input fallback"])
+def test_torch_export_load_would_run_the_pt2_payload(case: str, tmp_path: Path) -> None:
+    """The control for the two real crafted archives: torch.export.load (in a child process) runs the payload,
+    so refusing them before any member is read is what keeps the marker absent above."""
+    marker = tmp_path / "marker"
+    archive = zip_archive(tmp_path / "model.pt2", live_pt2_members(marker)[case])
+    code = f"import torch\ntry:\n    torch.export.load({str(archive)!r})\nexcept Exception:\n    pass\n"
+    subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=600)
     assert marker.read_text() == "pwned"
 
 
