@@ -57,7 +57,13 @@ ALLOWED_OPS = frozenset((
 RANDOM_OPS = frozenset(
     {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial"}
 )
-SUBGRAPH_ATTRIBUTES = frozenset({AttributeProto.GRAPH, AttributeProto.GRAPHS})
+# Subgraphs (control flow) and sparse tensors (whose values could name external data) are refused.
+REFUSED_ATTRIBUTES = {
+    AttributeProto.GRAPH: "subgraph (control flow)",
+    AttributeProto.GRAPHS: "subgraph (control flow)",
+    AttributeProto.SPARSE_TENSOR: "sparse tensor",
+    AttributeProto.SPARSE_TENSORS: "sparse tensor",
+}
 _ELEMENT_BYTES: dict[int, int] = {
     TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2,
     TensorProto.INT8: 1, TensorProto.UINT8: 1, TensorProto.INT16: 2, TensorProto.UINT16: 2, TensorProto.INT32: 4,
@@ -95,6 +101,8 @@ def check_onnx(path: Path, max_model_bytes: int = MAX_MODEL_BYTES) -> CheckedOnn
     _check_opsets(model)
     _check_graph(model.graph)
     data_file = _inline_external_data(model, path.parent)
+    if _external_left(model):  # onnxruntime would resolve such a location against its working directory
+        raise ImportRefused("a tensor outside the graph's initializers and constants names external data")
     _check_names(model.graph)
     try:  # onnx's own structural checks (defined inputs, attribute types); no shape inference, no files opened
         onnx.checker.check_model(model, full_check=False)
@@ -181,8 +189,9 @@ def _check_node(node: onnx.NodeProto, constants: dict[str, bool | None]) -> None
     if node.op_type not in ALLOWED_OPS:
         raise ImportRefused(f"{where}: op {node.op_type} is not on the allowlist of deterministic inference ops")
     for attribute in node.attribute:
-        if attribute.type in SUBGRAPH_ATTRIBUTES:
-            raise ImportRefused(f"{where}: subgraph attribute {attribute.name!r} (control flow) is refused")
+        if attribute.type in REFUSED_ATTRIBUTES:
+            kind = REFUSED_ATTRIBUTES[attribute.type]
+            raise ImportRefused(f"{where}: {kind} attribute {attribute.name!r} is refused")
     training_input = node.input[2] if node.op_type == "Dropout" and len(node.input) > 2 else ""
     if training_input and constants.get(training_input) is not False:
         raise ImportRefused(
@@ -213,6 +222,17 @@ def _utf8(text: str) -> bool:
     except UnicodeError:
         return False
     return True
+
+
+def _external_left(message: Message) -> bool:
+    """Whether any TensorProto anywhere in the message still says its data is external (after inlining)."""
+    if isinstance(message, onnx.TensorProto) and message.data_location == TensorProto.EXTERNAL:
+        return True
+    for field, value in message.ListFields():
+        items = value if field.is_repeated else [value]
+        if field.type == FieldDescriptor.TYPE_MESSAGE and any(_external_left(item) for item in items):
+            return True
+    return False
 
 
 def _first_line(exc: BaseException) -> str:

@@ -166,3 +166,16 @@ def test_external_data_in_the_sibling_file_is_inlined_and_published(tmp_path: Pa
     assert package(["--model", str(path), "--name", "x", "--repository", str(tmp_path / "repo")]) == 0
     published = tmp_path / "repo" / "x" / "1"
     assert sorted(p.name for p in published.iterdir()) == ["manifest.json", "model.onnx", "model.onnx.data"]
+
+
+def test_a_sparse_constant_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Sparse tensors are refused whole: their values could name external data that no check above inlines."""
+    values = onnx.numpy_helper.from_array(np.ones(1, np.float32), "values")
+    indices = onnx.numpy_helper.from_array(np.zeros(1, np.int64), "indices")
+    sparse = helper.make_sparse_tensor(values, indices, [3])
+    node = helper.make_node("Constant", [], ["extra"], sparse_value=sparse)
+    add = helper.make_node("Add", ["pre", "extra"], ["logits"])
+    path = write_model(linear_graph(extra_nodes=(node, add)), tmp_path / "model.onnx")
+    assert package(["--model", str(path), "--name", "x", "--repository", str(tmp_path / "repo")]) == 2
+    assert "sparse tensor attribute 'sparse_value' is refused" in capsys.readouterr().err
+    assert not (tmp_path / "repo").exists()
