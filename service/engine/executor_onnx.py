@@ -9,6 +9,7 @@ description and so the numerics fingerprint and the metadata.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,11 @@ class OnnxExecutor(ChunkedExecutor):
         return logits[:count], probabilities[:count], index[:count]
 
 
-def load_onnx_executor(path: Path, manifest: Manifest, settings: Settings) -> Executor:
-    """The checked executor of an imported ONNX version directory; raises CheckpointError with the reason."""
+def load_onnx_executor(
+    path: Path, manifest: Manifest, settings: Settings
+) -> tuple[Callable[[int], Executor], Executor]:
+    """An imported ONNX version directory, checked: build(C) -> its executor at C, and the preferred executor
+    (the shape proof may try other C; service/guarantee/shape.py). Raises CheckpointError with the reason."""
     config = manifest.architecture
     if not isinstance(config, ImportedConfig):
         raise CheckpointError("not an imported model")
@@ -134,11 +138,17 @@ def _check_sha(file: Path, expected: str, name: str) -> None:
         raise CheckpointError(f"checksum mismatch: {name} has sha256 {actual}, manifest says {expected}")
 
 
-def _build(module: OnnxModule, shape: tuple[int, ...], classes: int, settings: Settings) -> Executor:
+def _build(
+    module: OnnxModule, shape: tuple[int, ...], classes: int, settings: Settings
+) -> tuple[Callable[[int], Executor], Executor]:
+    """build(C) -> the executor at C, and the preferred one (the setting's C, or calibrated)."""
+
     def make(chunk_rows: int, details: dict[str, Any] | None = None) -> Executor:
         return OnnxExecutor(module, shape, classes, chunk_rows, "cpu", "float32", details)
 
     if settings.chunk_rows != "auto":
-        return make(settings.chunk_rows or DEFAULT_CHUNK_ROWS["cpu"])
-    calibration = calibrate(make, settings.chunk_latency_bound_ms)
-    return make(calibration.chunk_rows, calibration.describe())
+        preferred = make(settings.chunk_rows or DEFAULT_CHUNK_ROWS["cpu"])
+    else:
+        calibration = calibrate(make, settings.chunk_latency_bound_ms)
+        preferred = make(calibration.chunk_rows, calibration.describe())
+    return (lambda chunk_rows: preferred if chunk_rows == preferred.chunk_rows else make(chunk_rows)), preferred
