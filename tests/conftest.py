@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # test helper modules (checkpoints.py) import by name
+sys.path.insert(1, str(Path(__file__).parents[1] / "examples"))  # the examples' scripts (tabular_mlp.py)
 
 from bad_input_helpers import Probe
 from checkpoints import TINY_CNN, write_checkpoint

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from models import CheckpointError, IgnoredEntry, Manifest, list_model_dirs, load_checkpoint, scan_versions
-from models.checkpoint import NAME_PATTERN
+from models.checkpoint import NAME_PATTERN, read_manifest
+from models.imported import ImportedConfig
 from service.engine.batcher import Batcher
 from service.engine.calibration import best_chunk_seconds, choose_placement
 from service.engine.executor_factory import build_executor
@@ -168,20 +169,14 @@ class _Checked:
 
 def _check(name: str, version: int, path: Path, settings: Settings, metrics: Metrics) -> _Checked:
     """The version loaded, verified and self-tested; raises CheckpointError or ModelRefused with the reason."""
-    model, manifest = load_checkpoint(path)
-    check_weights(model)
-    model.eval().requires_grad_(False)  # inference only: no autograd state, no training-mode layers
-    preferred = build_executor(model, manifest, settings)
-    check_inference_mode(
-        preferred.model, preferred.input_shape, preferred.device, preferred.dtype, settings.self_test_seed
-    )
+    manifest = read_manifest(path)
+    if isinstance(manifest.architecture, ImportedConfig):  # a user's graph file: inference mode proven from it
+        from service.engine.executor_onnx import load_onnx_executor  # onnxruntime only where a model needs it
+
+        build, preferred = load_onnx_executor(path, manifest, settings)
+    else:
+        build, preferred, manifest = _checkpoint_executor(path, settings)
     environment = environment_report(preferred.device)
-
-    def build(chunk_rows: int) -> Executor:
-        return (
-            preferred if chunk_rows == preferred.chunk_rows else build_executor(model, manifest, settings, chunk_rows)
-        )
-
     proof = prove_shape(build, preferred.chunk_rows, settings.strict_chunk_rows, settings.self_test_seed)
     labels = (name, str(version))
     metrics.self_test_passed.labels(*labels).set(1 if proof.passed else 0)
@@ -197,6 +192,24 @@ def _check(name: str, version: int, path: Path, settings: Settings, metrics: Met
     check_fingerprint(numerics.fingerprint, numerics.parts, settings.expect_fingerprint)
     shape = {"chunk_rows_preferred": proof.preferred, "chunk_rows_reason": proof.reason}
     return _Checked(manifest, executor, proof.self_test, environment, numerics, shape)
+
+
+def _checkpoint_executor(path: Path, settings: Settings) -> tuple[Callable[[int], Executor], Executor, Manifest]:
+    """One of our checkpoints, loaded and checked: build(C) -> its executor at C, the preferred executor."""
+    model, manifest = load_checkpoint(path)
+    check_weights(model)
+    model.eval().requires_grad_(False)  # inference only: no autograd state, no training-mode layers
+    preferred = build_executor(model, manifest, settings)
+    check_inference_mode(
+        preferred.model, preferred.input_shape, preferred.device, preferred.dtype, settings.self_test_seed
+    )
+
+    def build(chunk_rows: int) -> Executor:
+        return (
+            preferred if chunk_rows == preferred.chunk_rows else build_executor(model, manifest, settings, chunk_rows)
+        )
+
+    return build, preferred, manifest
 
 
 def _record(metrics: Metrics, name: str, version: int, result: _Checked | Refusal, seconds: float) -> None:
