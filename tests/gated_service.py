@@ -102,7 +102,9 @@ def main() -> None:
     _install_fault(Path(directory))
     from service.cli import main as serve
 
-    serve(flags)
+    # A held forward must hold a compute thread, not the event loop: the gated model is fast when it loads
+    # (the gate is open), so `auto` would place it on the loop. A test's own --placement comes later and wins.
+    serve(["--placement", "thread", *flags])
 
 
 if __name__ == "__main__":

@@ -203,12 +203,17 @@ def test_v1_instances_beyond_the_queue_are_413_before_the_rows_are_checked(probe
     probe.expect_error(probe.v1(body), 413, "request has 8193 rows, more than max_queue_rows=8192")
 
 
-def test_large_v1_body_beyond_the_queue_is_413_before_it_is_parsed(probe: Probe) -> None:
-    """Counted without parsing (commas): the missing closing brace is never seen."""
+def test_large_v1_body_beyond_the_queue_is_413_and_a_malformed_one_400(probe: Probe) -> None:
+    """The codec parses and validates the whole request (beside the event loop: it is large) before any model
+    lookup, so a truncated body is malformed (400) whatever its size; a whole one with more rows than the queue
+    can ever hold is 413 before any row is decoded."""
     rows = ", ".join([json.dumps(ROW)] * 9000)
-    body = ('{"instances": [' + rows + "]").encode()
-    assert len(body) > 256 * 1024
-    probe.expect_error(probe.v1(body), 413, "request has 9000 rows, more than max_queue_rows=8192")
+    truncated = ('{"instances": [' + rows + "]").encode()
+    assert len(truncated) > 256 * 1024
+    response = probe.v1(truncated)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("malformed JSON: ")
+    probe.expect_error(probe.v1(truncated + b"}"), 413, "request has 9000 rows, more than max_queue_rows=8192")
 
 
 def test_large_v1_body_within_the_queue_serves(probe: Probe) -> None:
