@@ -128,15 +128,20 @@ class Preprocessing:
         problem."""
         unknown = next((key for key in row if key not in self._index), None)
         if unknown is not None:
-            raise PreprocessError(f"unknown feature {_clip(unknown)}")
+            raise PreprocessError(f"unknown feature {_clip(unknown)}; {self._hint()}")
         if len(row) != len(self.columns):
             missing = [column.name for column in self.columns if column.name not in row]
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise PreprocessError(f"missing feature {missing[0]!r}{more}")
+            raise PreprocessError(f"missing feature {missing[0]!r}{more}; {self._hint()}")
         encoded: list[float] = []
         for column in self.columns:
             encoded += self._encode_cell(column, row[column.name])
         return encoded
+
+    def _hint(self) -> str:
+        names = self.raw_names
+        shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+        return f"the model's features are: {shown}"
 
     @functools.cached_property
     def _index(self) -> frozenset[str]:
@@ -158,7 +163,7 @@ class Preprocessing:
             return [self._number(cell, column.name), *indicator]
         return self._one_hot(cell, column) + indicator
 
-    def _number(self, cell: float | str, name: str) -> float:
+    def _number(self, cell: int | float | str, name: str) -> float:
         if isinstance(cell, str):
             text = cell.replace(self.thousands, "") if self.thousands else cell
             text = text.replace(self.decimal, ".") if self.decimal != "." else text
@@ -167,13 +172,15 @@ class Preprocessing:
             except ValueError:
                 raise PreprocessError(f"feature {name!r}: {_clip(cell)} is not a number") from None
         else:
-            number = cell
+            number = float(cell) if abs(cell) < 2**1024 else math.inf
         if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
             raise PreprocessError(f"feature {name!r}: {_clip(cell)} is not a finite float32 number")
         return float(np.float32(number))
 
     @staticmethod
-    def _one_hot(cell: float | str, column: ColumnSpec) -> list[float]:
+    def _one_hot(cell: int | float | str, column: ColumnSpec) -> list[float]:
+        if type(cell) is int:
+            cell = str(cell)
         if not isinstance(cell, str):
             raise PreprocessError(f"feature {column.name!r} is categorical: send its value as a string")
         try:
@@ -188,15 +195,15 @@ class Preprocessing:
         return values
 
 
-def _cell(value: Any, name: str) -> float | str | None:
+def _cell(value: Any, name: str) -> int | float | str | None:
     """A JSON value as a cell: None for a missing one (null or an NA spelling), a stripped string or a number."""
     if value is None:
         return None
     if isinstance(value, str):
         text = value.strip()
         return None if text in _NA else text
-    if type(value) is int:
-        return float(value) if abs(value) <= 2**1023 else math.inf
+    if type(value) is int:  # a number for a numeric column, its decimal text for a categorical one (codes)
+        return value
     if type(value) is float:
         return value
     raise PreprocessError(f"feature {name!r}: {_clip(value)} is not a number, a string or null")

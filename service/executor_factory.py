@@ -56,7 +56,8 @@ def build_executor(model: nn.Module, manifest: Manifest, settings: Settings) -> 
     """The executor for one model version: the model cast and moved once, then wrapped."""
     placement = resolve_placement(settings.device, settings.dtype)
     model = model.to(device=placement.device, dtype=DTYPES[placement.dtype]).eval()
-    shape, classes = manifest.input.shape, len(manifest.class_labels)
+    # A regression model has no class labels and one output.
+    shape, classes = manifest.input.shape, len(manifest.class_labels) or manifest.architecture.num_classes
     if settings.chunk_rows != "auto":
         chunk_rows = settings.chunk_rows or DEFAULT_CHUNK_ROWS[placement.device]
         return make_executor(model, shape, classes, chunk_rows, placement)

@@ -19,6 +19,7 @@ from service.inference import Admission, Inference
 from service.inputs import rows_from_instances
 from service.loader import ServedModel
 from service.metadata import model_parameters
+from service.regression import is_regression, v1_predictions
 
 
 class V1Api:
@@ -90,7 +91,7 @@ def decode_instances(body: dict[str, Any], spec: InputSpec) -> Float32Array:
     """The rows of a V1 request body -> (N, *spec.shape), or BadRequest naming the first problem."""
     if "instances" not in body:
         raise BadRequest('request body must have "instances": a list of rows')
-    return rows_from_instances(body["instances"], spec.shape, spec.feature_names)
+    return rows_from_instances(body["instances"], spec.shape, spec.feature_names, spec.preprocessing)
 
 
 def _answer(served: ServedModel, outputs: Outputs) -> Response:
@@ -98,6 +99,9 @@ def _answer(served: ServedModel, outputs: Outputs) -> Response:
 
 
 def _predictions(served: ServedModel, outputs: Outputs) -> dict[str, Any]:
+    if is_regression(served.manifest):
+        rows = v1_predictions(served.manifest, outputs)
+        return {"model_name": served.name, "model_version": str(served.version), "predictions": rows}
     labels = served.manifest.class_labels
     logits, probabilities = outputs.logits.tolist(), outputs.probabilities.tolist()
     return {

@@ -10,7 +10,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import __version__
+from models import Manifest
+from service import __version__, regression
 from service.binary import HEADER, encode_tensor, flag_of, split_body, take_binary_inputs
 from service.errors import BadRequest, NotReady
 from service.executor import Float32Array, Outputs
@@ -19,6 +20,7 @@ from service.inference import Admission, Inference
 from service.inputs import rows_from_bytes, rows_from_flat
 from service.loader import ServedModel
 from service.metadata import model_parameters
+from service.regression import REGRESSION_OUTPUTS, is_regression
 from service.snapshot import NotServing
 
 INPUT_NAME = "input"
@@ -96,11 +98,11 @@ def _metadata(found: ServedModel | NotServing, versions: list[int]) -> Response:
     }
     if isinstance(found, NotServing):
         return json_response(answer)
-    classes = len(found.manifest.class_labels)
+    classes = len(found.manifest.class_labels) or found.manifest.architecture.num_classes  # regression: 1
     answer["inputs"] = [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *found.manifest.input.shape]}]
     answer["outputs"] = [
         {"name": name, "datatype": datatype, "shape": [-1, classes] if datatype == "FP32" else [-1]}
-        for name, datatype in OUTPUTS.items()
+        for name, datatype in _outputs_of(found.manifest).items()
     ]
     return json_response(answer, headers=model_headers(found))
 
@@ -126,39 +128,47 @@ def input_rows(body: dict[str, Any], binary: bytes, input_shape: tuple[int, ...]
     return rows_from_flat(tensor.get("data"), tuple(shape), input_shape, what, datatype)
 
 
-def requested_outputs(body: dict[str, Any]) -> dict[str, bool]:
+def _outputs_of(manifest: Manifest) -> dict[str, str]:
+    return REGRESSION_OUTPUTS if is_regression(manifest) else OUTPUTS
+
+
+def requested_outputs(body: dict[str, Any], available: dict[str, str] = OUTPUTS) -> dict[str, bool]:
     """Output name -> whether to send it as binary data."""
     default_binary = flag_of(body, "request", "binary_data_output", False)
     requested = body.get("outputs")
     if requested is None:
-        return dict.fromkeys(OUTPUTS, default_binary)
+        return dict.fromkeys(available, default_binary)
     if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
         raise BadRequest('"outputs" must be a list of {"name": ...} objects')
     chosen: dict[str, bool] = {}
     for output in requested:
         name = output.get("name")
-        if name not in OUTPUTS:
-            raise BadRequest(f"unknown output {name!r}; the model's outputs are {list(OUTPUTS)}")
+        if name not in available:
+            raise BadRequest(f"unknown output {name!r}; the model's outputs are {list(available)}")
         chosen[str(name)] = flag_of(output, f"output {name!r}", "binary_data", default_binary)
     return chosen
 
 
 def _infer_response(body: dict[str, Any], served: ServedModel, outputs: Outputs) -> Response:
-    labels = [served.manifest.class_labels[i] for i in outputs.class_index.tolist()]
-    values: dict[str, np.ndarray[Any, Any] | list[str]] = {
-        "logits": outputs.logits,
-        "probabilities": outputs.probabilities,
-        "class_index": outputs.class_index,
-        "label": labels,
-    }
+    values: dict[str, np.ndarray[Any, Any] | list[str]]
+    if is_regression(served.manifest):
+        values = dict(regression.v2_tensors(served.manifest, outputs))
+    else:
+        values = {
+            "logits": outputs.logits,
+            "probabilities": outputs.probabilities,
+            "class_index": outputs.class_index,
+            "label": [served.manifest.class_labels[i] for i in outputs.class_index.tolist()],
+        }
+    available = _outputs_of(served.manifest)
     answer: dict[str, Any] = {"model_name": served.name, "model_version": str(served.version)}
     if "id" in body:
         answer["id"] = body["id"]
     answer["parameters"] = {"checkpoint_sha256": served.sha256}
     tensors, blobs = [], []
-    for name, as_binary in requested_outputs(body).items():
+    for name, as_binary in requested_outputs(body, available).items():
         data = values[name]
-        tensor: dict[str, Any] = {"name": name, "datatype": OUTPUTS[name], "shape": _shape(data)}
+        tensor: dict[str, Any] = {"name": name, "datatype": available[name], "shape": _shape(data)}
         if as_binary:
             blob = encode_tensor(data)
             tensor["parameters"] = {"binary_data_size": len(blob)}

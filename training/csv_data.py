@@ -53,6 +53,7 @@ class CsvOptions:
     missing_allowed: bool = False  # False: a blank feature cell is an error (--missing refuse)
     max_bytes: int = DEFAULT_MAX_BYTES
     progress: bool = False
+    progress_bytes: int = PROGRESS_BYTES  # files from this size get the progress line
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def _parse_all(
     hinted: list[str],
 ) -> tuple[pd.DataFrame, _HashingReader]:
     where = f"CSV {path}"
-    show = options.progress and size >= PROGRESS_BYTES
+    show = options.progress and size >= options.progress_bytes
     with tqdm(
         total=size, desc=f"reading {path.name}", unit="B", unit_scale=True, file=sys.stderr, disable=not show
     ) as bar:
@@ -437,7 +438,7 @@ class _Problems:
         hints = []
         if any(what == "blank" for _, what, _, _ in self.found):
             hints.append("--missing mean, median or constant fills blank feature cells")
-        if any(what.startswith("not a number") for _, what, _, _ in self.found):
+        if any(what in {"not a number", "not numbers"} for _, what, _, _ in self.found):
             hints.append("--categorical NAME reads a column as text categories")
         hint = f" ({'; '.join(hints)})" if hints else ""
         cells = "cell cannot" if total == 1 else "cells cannot"
