@@ -5,8 +5,8 @@ regular-file rule and size bound, and the per-row transform a server applies giv
 from __future__ import annotations
 
 import hashlib
-import re
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
