@@ -8,7 +8,7 @@
 #      train job writes digits v1 into the volume, three server replicas become healthy behind the balancer;
 #   2. from the host: every replica is healthy and runs as non-root; only the balancer publishes a port;
 #      the balancer routes to every replica;
-#   3. deploy/invariance_check.py through the balancer (the probe of service/probe.py, C from the server's
+#   3. deploy/invariance_check.py through the balancer (the probe of service/guarantee/probe.py, C from the server's
 #      metadata, exact bits) plus V2 infer against V1's bits;
 #   4. scale-out (deploy/replica_check.py): requests spread over all replicas, one numerics fingerprint,
 #      identical bits for the same probe rows from every replica; one replica killed (SIGKILL) under load

@@ -16,7 +16,7 @@ from conftest import RunningServer, start_server, stop_server
 from training_helpers import write_csv
 
 from models.checkpoint import read_manifest
-from service.probe_http import ProbeClient, check_invariance, prediction_bits
+from service.guarantee.probe_http import ProbeClient, check_invariance, prediction_bits
 from training.cli import main
 
 COLORS = ("red", "green", "blue")
