@@ -153,3 +153,14 @@ def test_regression_answers_value_over_v1_v2_and_tritonclient(served: tuple[Runn
     finally:
         http.close()
     assert answer.as_numpy("value").tobytes() == expected.tobytes()
+
+
+def test_regression_model_refuses_a_classifier_output_by_name(served: tuple[RunningServer, Path]) -> None:
+    server, _ = served
+    tensor = {"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [0.5, 3.0]}
+    with server.client() as client:
+        response = client.post("/v2/models/house/infer", json={"inputs": [tensor], "outputs": [{"name": "label"}]})
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "unknown output 'label'; the model's outputs are ['value', 'logits']"},
+    )

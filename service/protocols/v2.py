@@ -152,7 +152,7 @@ def requested_outputs(body: dict[str, Any], available: dict[str, str] = ANY_OUTP
     for output in requested:
         name = output.get("name")
         if not isinstance(name, str) or name not in available:
-            raise BadRequest(f"unknown output {name!r}; the model's outputs are {list(available)}")
+            raise BadRequest(f"unknown output {name!r}; {_outputs_hint(available)}")
         chosen[str(name)] = flag_of(output, f"output {name!r}", "binary_data", default_binary)
     return chosen
 
@@ -212,6 +212,12 @@ def model_metadata(found: ServedModel | NotServing, versions: list[int]) -> dict
     return answer
 
 
+def _outputs_hint(available: dict[str, str]) -> str:
+    if available is ANY_OUTPUTS:  # before the model is known
+        return f"a classifier's outputs are {list(OUTPUTS)}, a regression model's {list(REGRESSION_OUTPUTS)}"
+    return f"the model's outputs are {list(available)}"
+
+
 def _chosen(parsed: V2Infer, available: dict[str, str]) -> dict[str, bool]:
     """The outputs to send: those named (each one the model must have), or all of the model's."""
     if not parsed.outputs_named:
@@ -219,7 +225,7 @@ def _chosen(parsed: V2Infer, available: dict[str, str]) -> dict[str, bool]:
         return dict.fromkeys(available, binary)
     unknown = next((name for name in parsed.outputs if name not in available), None)
     if unknown is not None:
-        raise BadRequest(f"unknown output {unknown!r}; the model's outputs are {list(available)}")
+        raise BadRequest(f"unknown output {unknown!r}; {_outputs_hint(available)}")
     return parsed.outputs
 
 
