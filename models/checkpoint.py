@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ from torch import nn
 from models.architectures import build_model
 from models.config import ArchConfig, InputSpec, config_from_dict, config_to_dict
 from models.imported import IMPORTED_FORMATS, ImportedConfig, imported_from_dict
+from models.preprocess import PreprocessError, Preprocessing
 from models.staging import STAGING_PREFIX, remove_abandoned_staging, staging_prefix
 from models.versions import parse_version
 
@@ -60,6 +62,10 @@ class Manifest:
     torch_version: str = torch.__version__
     created_at: str = ""
     format_version: int = FORMAT_VERSION
+    # "regression": one output, a standardized target; `target` holds its training-split mean and std, so
+    # value = output * std + mean. Manifests written before regression existed are classification.
+    task: str = "classification"
+    target: TargetScale | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,7 +74,7 @@ class Manifest:
             "version": self.version,
             "created_at": self.created_at,
             "architecture": config_to_dict(self.architecture),
-            "input": dataclasses.asdict(self.input),
+            "input": self.input.to_json(),
             "class_labels": list(self.class_labels),
             "training": self.training,
             "epochs": list(self.epochs),
@@ -76,7 +82,8 @@ class Manifest:
             "weights_sha256": self.weights_sha256,
             "artifacts": self.artifacts,
             "torch_version": self.torch_version,
-        }
+            "task": self.task,
+        } | ({"target": dataclasses.asdict(self.target)} if self.target is not None else {})
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
@@ -90,11 +97,7 @@ class Manifest:
                 name=str(data["name"]),
                 version=int(data["version"]),
                 architecture=architecture_from_dict(data["architecture"]),
-                input=InputSpec(
-                    shape=tuple(int(n) for n in spec["shape"]),
-                    dtype=str(spec["dtype"]),
-                    feature_names=tuple(str(f) for f in spec.get("feature_names", ())),
-                ),
+                input=_input_spec(spec),
                 class_labels=tuple(str(label) for label in data["class_labels"]),
                 training=dict(data.get("training", {})),
                 epochs=tuple(data.get("epochs", ())),
@@ -103,7 +106,10 @@ class Manifest:
                 artifacts={str(role): str(file) for role, file in data.get("artifacts", {}).items()},
                 torch_version=str(data.get("torch_version", "")),
                 created_at=str(data.get("created_at", "")),
+                **_task(data),
             )
+        except PreprocessError as exc:
+            raise CheckpointError(f"invalid manifest: {exc}") from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"invalid manifest: {exc!r}") from exc
 
@@ -112,6 +118,49 @@ def architecture_from_dict(data: Any) -> ArchConfig | ImportedConfig:
     if not isinstance(data, dict):
         raise ValueError("architecture is not a JSON object")
     return imported_from_dict(data) if data.get("arch") in IMPORTED_FORMATS else config_from_dict(data)
+
+
+@dataclass(frozen=True)
+class TargetScale:
+    """A regression target's training-split statistics: the model predicts (target - mean) / std."""
+
+    name: str
+    mean: float
+    std: float
+
+
+def _input_spec(spec: dict[str, Any]) -> InputSpec:
+    shape = tuple(int(n) for n in spec["shape"])
+    names = tuple(str(f) for f in spec.get("feature_names", ()))
+    preprocessing = None
+    if "preprocessing" in spec:
+        preprocessing = Preprocessing.from_json(spec["preprocessing"])
+        if shape != (preprocessing.width,) or names != preprocessing.feature_names():
+            raise PreprocessError(
+                f"input shape {list(shape)} and feature names do not match the preprocessing's "
+                f"{preprocessing.width} encoded inputs"
+            )
+    return InputSpec(shape=shape, dtype=str(spec["dtype"]), feature_names=names, preprocessing=preprocessing)
+
+
+def _task(data: dict[str, Any]) -> dict[str, Any]:
+    """`task` and `target`, checked: a regression manifest has one output, no classes and a finite scale."""
+    task = data.get("task", "classification")
+    if task == "classification":
+        if "target" in data or data.get("architecture", {}).get("num_classes") == 1:
+            raise PreprocessError("a classification manifest has at least 2 classes and no target")
+        return {"task": task, "target": None}
+    if task != "regression":
+        raise PreprocessError(f"task must be classification or regression, got {task!r}")
+    target = data.get("target")
+    if not isinstance(target, dict) or set(target) != {"name", "mean", "std"}:
+        raise PreprocessError('a regression manifest needs "target": {"name", "mean", "std"}')
+    mean, std = target["mean"], target["std"]
+    if not all(type(v) in {int, float} and math.isfinite(v) for v in (mean, std)) or std <= 0:
+        raise PreprocessError(f"regression target mean {mean!r} and std {std!r} must be finite, std > 0")
+    if data.get("class_labels") != [] or data.get("architecture", {}).get("num_classes") != 1:
+        raise PreprocessError("a regression manifest has one output (num_classes 1) and no class_labels")
+    return {"task": task, "target": TargetScale(str(target["name"]), float(mean), float(std))}
 
 
 def sha256_of(path: Path) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from models.imported import ImportedConfig
+from models.preprocess import Preprocessing
 
 NormKind = Literal["batch", "layer", "none"]
 NORM_KINDS: tuple[str, ...] = get_args(NormKind)
@@ -139,11 +140,26 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What one input row looks like: shape without the batch dimension, dtype and feature names."""
+    """What one input row looks like: shape without the batch dimension, dtype and feature names.
+
+    `preprocessing` (models trained on a CSV): how a raw row keyed by the CSV's column names becomes this
+    input; `feature_names` then name the encoded inputs ('age', 'color=red', 'age:missing').
+    """
 
     shape: tuple[int, ...]
     dtype: str = "float32"
     feature_names: tuple[str, ...] = ()
+    preprocessing: Preprocessing | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "feature_names": list(self.feature_names),
+        }
+        if self.preprocessing is not None:
+            data["preprocessing"] = self.preprocessing.to_json()
+        return data
 
 
 def config_to_dict(config: ArchConfig | ImportedConfig) -> dict[str, Any]:
@@ -177,5 +193,6 @@ def validate_config(config: ArchConfig) -> None:
     widths = config.widths
     if not widths or any(width < 1 for width in widths):
         raise ValueError(f"layer widths must be positive integers, got {list(widths)}")
-    if config.num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {config.num_classes}")
+    # 1: a regression model's single output (models.checkpoint checks the manifest's task agrees).
+    if config.num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {config.num_classes}")

@@ -102,7 +102,8 @@ from bad_input_helpers import (
         ),
         pytest.param(
             {"inputs": [tensor()], "outputs": [{"name": "logits"}, {"name": "scores"}]},
-            "unknown output 'scores'; the model's outputs are ['logits', 'probabilities', 'class_index', 'label']",
+            "unknown output 'scores'; a classifier's outputs are ['logits', 'probabilities', 'class_index', 'label'], "
+            "a regression model's ['value', 'logits']",
             id="unknown-output",
         ),
         pytest.param(

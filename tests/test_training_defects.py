@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import ROOT, assert_one_line_error, manifest_json, train, tree, weights, write_csv
+from training_helpers import ROOT, assert_one_line_error, manifest_json, train, weights, write_csv
 
 from models import list_versions
 from models.staging import staging_prefix
@@ -37,19 +37,22 @@ def regression_csv(path: Path, rows: int, target: str) -> Path:
         ("{i}", "60 distinct numbers in 60 rows"),
     ],
 )
-def test_unnamed_continuous_label_column_is_refused_naming_label_column(
+def test_continuous_label_column_trains_a_regression_saying_why(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str, why: str
 ) -> None:
     path = regression_csv(tmp_path / "house.csv", 60, target)
-    assert train(tmp_path / "repo", "--data", str(path)) == 2
-    assert_one_line_error(
-        capsys.readouterr().err,
-        f"CSV {path}: the last column 'target' looks continuous, not like class labels ({why}); name the label "
-        "column with --label-column (--label-column target trains on it as classes anyway)",
+    assert train(tmp_path / "repo", "--data", str(path)) == 0
+    err = capsys.readouterr().err
+    assert f"task: regression (label column 'target': {why}; --task sets it)" in err
+    manifest = manifest_json(tmp_path / "repo" / "house" / "1")
+    assert (manifest["task"], manifest["class_labels"], manifest["architecture"]["num_classes"]) == (
+        "regression",
+        [],
+        1,
     )
-    assert tree(tmp_path / "repo") == set()
-    # Named explicitly, the user has decided: it trains (one class per value).
-    assert train(tmp_path / "repo", "--data", str(path), "--label-column", "target", "--epochs", "1") == 0
+    # Asked for by name, a classifier trains anyway (one class per value).
+    assert train(tmp_path / "repo", "--data", str(path), "--task", "classification", "--epochs", "1") == 0
+    assert len(manifest_json(tmp_path / "repo" / "house" / "2")["class_labels"]) == 60
 
 
 def test_unnamed_integer_label_column_with_few_classes_trains(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from training.errors import InputError, TrainingFailed
 from training.options import (
     DEFAULT_BN_MOMENTUM,
     DEFAULT_LR,
+    DEFAULT_MAX_CATEGORIES,
+    DEFAULT_MAX_DATA_MB,
     DEFAULT_MOMENTUM,
     WEIGHT_DECAY_KIND,
     resolve_options,
@@ -64,9 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="digits",
         metavar="{digits,synthetic,PATH.csv}",
         help="digits: scikit-learn's bundled 8x8 digits (no download); synthetic: a small generated set for "
-        "tests; or a CSV with a header, numeric feature columns and a label column (default: digits)",
+        "tests; or a CSV (or .tsv) with a header, feature columns (numbers or text) and a label column "
+        "(default: digits)",
     )
     data.add_argument("--label-column", metavar="NAME", help="CSV label column (default: the last column)")
+    data.add_argument(
+        "--task",
+        choices=["classification", "regression"],
+        help="CSV only; default: regression when the label column holds numbers that look continuous (a "
+        "fractional value, or more distinct values than 20 and than rows/5), else classification; a classifier "
+        "with more classes than that bound trains only with --task classification",
+    )
+    add_csv_flags(data)
     data.add_argument(
         "--val-fraction", type=float, default=0.2, metavar="F", help="validation share, in (0, 1) (default: 0.2)"
     )
@@ -140,6 +151,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="model repository (default: ./model-repository)",
     )
     return parser
+
+
+def add_csv_flags(data: argparse._ArgumentGroup) -> None:
+    """The CSV reading and preprocessing flags (docs/training-data.md describes them)."""
+    data.add_argument(
+        "--delimiter", metavar="CHAR", help="CSV cell separator, or 'tab' (default: sniffed; tab for .tsv)"
+    )
+    data.add_argument("--decimal", metavar="{.,,}", help="decimal mark (default: sniffed, ',' only for ';'/tab files)")
+    data.add_argument(
+        "--thousands",
+        metavar="{none,',',.,space,',_}",
+        help="thousands separator inside numbers (default: sniffed from cells such as 1,234.5)",
+    )
+    data.add_argument("--drop-columns", metavar="A,B", help="CSV columns to ignore (ids, free text)")
+    data.add_argument(
+        "--categorical",
+        metavar="A,B",
+        help="columns read as text categories even when they look numeric (zip codes, ids); columns with no "
+        "numeric cell are categorical anyway; each category becomes one 0/1 input (one-hot)",
+    )
+    data.add_argument(
+        "--max-categories",
+        type=int,
+        metavar="N",
+        help=f"most distinct values of a categorical column (default: {DEFAULT_MAX_CATEGORIES}, at most 1000)",
+    )
+    data.add_argument(
+        "--missing",
+        choices=["refuse", "mean", "median", "constant"],
+        help="blank or NA feature cells: refuse (list them all and exit 2), or fill numeric ones with the "
+        "training split's mean / median / --fill-value, with a 0/1 is-missing input beside each column that "
+        "has blanks (default: refuse)",
+    )
+    data.add_argument("--fill-value", type=float, metavar="V", help="the fill of --missing constant (default: 0)")
+    data.add_argument(
+        "--max-data-mb",
+        type=int,
+        metavar="MB",
+        help=f"refuse a CSV larger than this (default: {DEFAULT_MAX_DATA_MB}); it must be a regular file",
+    )
 
 
 def _widths_help() -> str:

@@ -20,6 +20,7 @@ from models.imported import ImportedConfig
 CURVES_FILE = "curves.png"
 # (metric key prefix, panel title, y label)
 _PANELS = (("loss", "Cross-entropy loss", "loss"), ("accuracy", "Accuracy", "accuracy"))
+_REGRESSION_PANELS = (("loss", "MSE of the standardized target", "loss"), ("r2", "R^2", "R^2"))
 
 
 def curves_png(runs: Mapping[str, Sequence[Mapping[str, Any]]], title: str) -> bytes:
@@ -32,13 +33,15 @@ def curves_png(runs: Mapping[str, Sequence[Mapping[str, Any]]], title: str) -> b
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2)
     colors = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+    first = next(iter(runs.values()))
+    panels = _REGRESSION_PANELS if first and "val_r2" in first[0] else _PANELS
     for (label, epochs), color in zip(runs.items(), colors * len(runs), strict=False):
         steps = [record["epoch"] for record in epochs]
-        for panel, (metric, _, _) in zip(axes, _PANELS, strict=True):
+        for panel, (metric, _, _) in zip(axes, panels, strict=True):
             prefix = f"{label} " if label else ""
             panel.plot(steps, [r[f"train_{metric}"] for r in epochs], color=color, label=f"{prefix}train")
             panel.plot(steps, [r[f"val_{metric}"] for r in epochs], color=color, linestyle="--", label=f"{prefix}val")
-    for panel, (_, panel_title, y_label) in zip(axes, _PANELS, strict=True):
+    for panel, (_, panel_title, y_label) in zip(axes, panels, strict=True):
         panel.set_title(panel_title)
         panel.set_xlabel("epoch")
         panel.set_ylabel(y_label)

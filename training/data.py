@@ -7,34 +7,56 @@ All features are float32 tensors shaped `(N, *input_shape)`, laid out as the arc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from models.config import ARCHITECTURES
-from training.csv_data import read_csv
+from models.preprocess import MissingStrategy, Preprocessing
+from training.csv_data import CsvOptions, read_csv
 from training.errors import InputError
+from training.tabular import DEFAULT_MAX_CATEGORIES, encode_table
+
+Task = Literal["classification", "regression"]
 
 # The generated set is fixed (its own seed), so --seed changes initialization and shuffling, not the data.
 SYNTHETIC_ROWS = 480
 SYNTHETIC_SIDE = 4  # 16 features: (N, 16) for the MLP, (N, 1, 4, 4) for the CNN
 SYNTHETIC_CLASSES = 3
 SYNTHETIC_DATA_SEED = 0
-# An unnamed numeric label column with more distinct values than this (and than a fifth of the rows) is
-# taken for a continuous target and refused.
+# A numeric label column with more distinct values than this (and than a fifth of the rows), or with a
+# fractional value, is taken for a continuous target (regression); a classifier with more classes than
+# that trains only when asked for by name (--task classification).
 MAX_UNNAMED_CLASSES = 20
 
 
 @dataclass(frozen=True)
+class TableSettings:
+    """How a CSV becomes a dataset (the data flags of the CLI)."""
+
+    csv: CsvOptions = field(default_factory=CsvOptions)
+    missing: MissingStrategy = "refuse"
+    max_categories: int = DEFAULT_MAX_CATEGORIES
+    task: Task | None = None  # None: detected from the label column
+
+
+@dataclass(frozen=True)
 class Dataset:
-    features: torch.Tensor  # (N, *input_shape) float32
-    labels: torch.Tensor  # (N,) int64 class indices
+    features: torch.Tensor  # (N, *input_shape) float32; a CSV's numeric cells to fill are NaN until the split
+    labels: torch.Tensor  # (N,) int64 class indices; float32 targets for regression
     feature_names: tuple[str, ...]  # names of the flattened features, row-major for images
-    class_labels: tuple[str, ...]  # index -> label string
+    class_labels: tuple[str, ...]  # index -> label string; () for regression
     source: str  # "digits", "synthetic" or the CSV path
+    preprocessing: Preprocessing | None = None  # a CSV's encoding (fills still None before the split)
+    task: Task = "classification"
+    task_reason: str = ""  # why this task, when it was detected rather than asked for
+    sha256: str = ""  # a CSV's sha256, of the bytes read
+    label_column: str = ""  # a CSV's
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -47,10 +69,7 @@ class Dataset:
         """The same rows on `device` (self when they are there already)."""
         if self.features.device == device:
             return self
-        return Dataset(self.features.to(device), self.labels.to(device), *self._names())
-
-    def _names(self) -> tuple[tuple[str, ...], tuple[str, ...], str]:
-        return self.feature_names, self.class_labels, self.source
+        return dataclasses.replace(self, features=self.features.to(device), labels=self.labels.to(device))
 
 
 @dataclass(frozen=True)
@@ -62,23 +81,37 @@ class Split:
         return Split(self.train.to(device), self.val.to(device))
 
 
-def load_dataset(data: str, arch: str, label_column: str | None = None) -> Dataset:
+def load_dataset(
+    data: str, arch: str, label_column: str | None = None, settings: TableSettings | None = None
+) -> Dataset:
     """`data` is "digits", "synthetic" or a CSV path, shaped for architecture `arch` (a key of ARCHITECTURES)."""
+    image_shape: tuple[int, int, int] | None
     if data == "digits":
         flat, image_shape = _digits()
     elif data == "synthetic":
         flat, image_shape = _synthetic()
     else:
-        table = read_csv(Path(data), label_column)
-        if label_column is None:
-            check_labels_look_categorical(table.labels, table.label_column, f"CSV {data}")
-        labels, class_labels = encode_labels(list(table.labels), f"CSV {data} label column {table.label_column!r}")
-        flat, image_shape = Dataset(table.features, labels, table.feature_names, class_labels, data), None
+        flat, image_shape = _csv(data, label_column, settings or TableSettings()), None
     row = ARCHITECTURES[arch]
     shape = row.input_shape(flat.features.shape[1], image_shape)
     if shape is None:
         raise InputError(f"--arch {arch} takes {row.layout} rows; {data} rows are {flat.input_shape} features")
-    return Dataset(flat.features.reshape(-1, *shape), flat.labels, flat.feature_names, flat.class_labels, data)
+    return dataclasses.replace(flat, features=flat.features.reshape(-1, *shape))
+
+
+def _csv(data: str, label_column: str | None, settings: TableSettings) -> Dataset:
+    where = f"CSV {data}"
+    table = read_csv(Path(data), label_column, settings.csv)
+    features, plan = encode_table(table, settings.missing, settings.max_categories, where)
+    column = f"{where} label column {table.label_column!r}"
+    task, reason = choose_task(table.labels, table.label_column, settings.task, where)
+    class_labels: tuple[str, ...]
+    if task == "regression":
+        labels, class_labels = regression_targets(table.labels, column), ()
+    else:
+        labels, class_labels = encode_labels(list(table.labels), column)
+    names = plan.feature_names()
+    return Dataset(features, labels, names, class_labels, data, plan, task, reason, table.sha256, table.label_column)
 
 
 def _digits() -> tuple[Dataset, tuple[int, int, int]]:
@@ -158,25 +191,46 @@ def _refuse_respelled_numbers(values: dict[str, float], where: str) -> None:
         )
 
 
-def check_labels_look_categorical(labels: tuple[str, ...], column: str, where: str) -> None:
-    """Refuse a label column that was not named and looks like a continuous target (a regression column):
-    numbers that are not whole, or more distinct numbers than a classifier's classes would be (over 20 and
-    over a fifth of the rows). Training on it would silently give one class per value."""
-    values = _numeric_values(set(labels))
-    if values is None:
-        return
-    fractional = next((label for label, value in sorted(values.items()) if not value.is_integer()), None)
+def choose_task(labels: tuple[str, ...], column: str, asked: Task | None, where: str) -> tuple[Task, str]:
+    """The task and, when detected, why. Detected: regression when the labels are numbers that look
+    continuous (a fractional value, or more distinct values than 20 and than a fifth of the rows), else
+    classification. A classifier with more classes than that bound is refused unless asked for by name:
+    one class per value of a continuous target trains silently to nothing."""
+    if asked is not None:
+        return asked, ""
+    distinct = set(labels)
     limit = max(MAX_UNNAMED_CLASSES, len(labels) // 5)
-    if fractional is not None:
-        why = f"{fractional!r} is not a whole number"
-    elif len(values) > limit:
-        why = f"{len(values)} distinct numbers in {len(labels)} rows"
-    else:
-        return
-    raise InputError(
-        f"{where}: the last column {column!r} looks continuous, not like class labels ({why}); name the label "
-        f"column with --label-column (--label-column {column} trains on it as classes anyway)"
-    )
+    values = _numeric_values(distinct)
+    if values is not None:
+        fractional = next((label for label, value in sorted(values.items()) if not value.is_integer()), None)
+        if fractional is not None:
+            return "regression", f"label column {column!r}: {fractional!r} is not a whole number"
+        if len(values) > limit:
+            return "regression", f"label column {column!r}: {len(values)} distinct numbers in {len(labels)} rows"
+    elif len(distinct) > limit:
+        raise InputError(
+            f"{where}: the label column {column!r} has {len(distinct)} classes in {len(labels)} rows (more than "
+            f"{limit}); --task classification trains on it anyway"
+        )
+    return "classification", ""
+
+
+def regression_targets(labels: tuple[str, ...], where: str) -> torch.Tensor:
+    """Label strings -> (N,) float32 targets; every one must be a finite float32 number."""
+    bad: list[str] = []
+    values: list[float] = []
+    for label in labels:
+        try:
+            value = float(label)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or abs(value) > float(torch.finfo(torch.float32).max):
+            bad.append(label)
+        values.append(value)
+    if bad:
+        shown = ", ".join(repr(label) for label in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise InputError(f"{where}: {len(bad)} labels are not finite numbers, needed for regression ({shown})")
+    return torch.tensor(values, dtype=torch.float32)
 
 
 def split_dataset(dataset: Dataset, val_fraction: float, generator: torch.Generator) -> Split:
@@ -193,9 +247,7 @@ def split_dataset(dataset: Dataset, val_fraction: float, generator: torch.Genera
 
 
 def _subset(dataset: Dataset, rows: torch.Tensor) -> Dataset:
-    return Dataset(
-        dataset.features[rows], dataset.labels[rows], dataset.feature_names, dataset.class_labels, dataset.source
-    )
+    return dataclasses.replace(dataset, features=dataset.features[rows], labels=dataset.labels[rows])
 
 
 def standardization_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,17 +24,65 @@ TRAIN_THREADS = 1
 EVAL_BATCH = 512  # validation rows per forward; eval mode, so the batch only affects speed
 
 
+LOSS_DESCRIPTION = {
+    "classification": "cross_entropy, mean over the batch",
+    "regression": "mse of the standardized target ((y - mean) / std, training-split statistics), mean over the batch",
+}
+
+
 @dataclass(frozen=True)
 class EpochMetrics:
+    """One epoch. Regression: the losses are MSE of the standardized target and the accuracy fields hold
+    R^2 (train: of the standardized target over the training-mode batches; val: eval mode), written as
+    train_r2 / val_r2 beside val_mae / val_rmse (in the target's units)."""
+
     epoch: int
-    train_loss: float  # mean cross-entropy over the epoch's training-mode batches (dropout on)
+    train_loss: float  # mean loss over the epoch's training-mode batches (dropout on)
     train_accuracy: float
     val_loss: float  # eval mode: running statistics, no dropout
     val_accuracy: float
     seconds: float
+    val_mae: float | None = None  # regression only
+    val_rmse: float | None = None
 
     def to_json(self) -> dict[str, float]:
-        return dict(asdict(self))
+        values = asdict(self)
+        if self.val_mae is None:
+            del values["val_mae"], values["val_rmse"]
+            return values
+        values["train_r2"], values["val_r2"] = values.pop("train_accuracy"), values.pop("val_accuracy")
+        return values
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What is trained: classes (cross-entropy) or a standardized target (MSE; mean and std of the training
+    split's targets, stored in the manifest so a server returns output * std + mean)."""
+
+    task: str = "classification"
+    mean: float = 0.0
+    std: float = 1.0
+
+    @classmethod
+    def for_split(cls, split: Split) -> Objective:
+        if split.train.task != "regression":
+            return cls()
+        targets = split.train.labels.to(torch.float64)  # (N,)
+        std = float(targets.std(unbiased=False))
+        return cls("regression", float(targets.mean()), std if std > 0 else 1.0)
+
+    def loss(self, outputs: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """outputs (B, K), y (B,) -> the loss."""
+        if self.task == "regression":
+            scaled = (y - self.mean) / self.std  # (B,) float32
+            return nn.functional.mse_loss(outputs[:, 0], scaled, reduction=reduction)
+        return nn.functional.cross_entropy(outputs, y, reduction=reduction)
+
+    def correct(self, outputs: torch.Tensor, y: torch.Tensor) -> int:
+        return 0 if self.task == "regression" else int((outputs.argmax(dim=1) == y).sum())
+
+
+CLASSIFICATION = Objective()
 
 
 @contextmanager
@@ -113,7 +161,12 @@ def rank_batches(count: int, batch_size: int, seed: int, epoch: int, world: Worl
 
 
 def train_epoch(
-    trained: nn.Module, optimizer: torch.optim.Optimizer, batches: list[torch.Tensor], data: Dataset, bar: tqdm
+    trained: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: list[torch.Tensor],
+    data: Dataset,
+    bar: tqdm,
+    objective: Objective = CLASSIFICATION,
 ) -> tuple[float, int, int]:
     """One pass of this rank's batches in training mode; returns (loss sum, correct, rows) over its rows.
 
@@ -124,7 +177,7 @@ def train_epoch(
     for rows in batches:
         x, y = data.features[rows], data.labels[rows]  # (B, *input_shape), (B,)
         logits = trained(x)  # (B, num_classes)
-        loss = nn.functional.cross_entropy(logits, y)
+        loss = objective.loss(logits, y)
         optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(loss)
         optimizer.step()
@@ -132,7 +185,7 @@ def train_epoch(
         if not math.isfinite(value):
             raise TrainingFailed(f"training diverged: the loss became {value} (try a smaller --lr)")
         loss_sum += value * len(rows)
-        correct += int((logits.argmax(dim=1) == y).sum())
+        correct += objective.correct(logits, y)
         seen += len(rows)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
@@ -151,6 +204,32 @@ def evaluate(model: nn.Module, data: Dataset) -> tuple[float, float]:
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += int((logits.argmax(dim=1) == y).sum())
     return loss_sum / len(data), correct / len(data)
+
+
+@torch.no_grad()
+def evaluate_regression(model: nn.Module, data: Dataset, objective: Objective) -> tuple[float, float, float, float]:
+    """(mean loss, R^2, MAE, RMSE) in eval mode; R^2, MAE and RMSE of output * std + mean in target units."""
+    model.eval()
+    loss_sum = 0.0
+    predictions = []
+    for start in range(0, len(data), EVAL_BATCH):
+        outputs = model(data.features[start : start + EVAL_BATCH])  # (B, 1)
+        loss_sum += objective.loss(outputs, data.labels[start : start + EVAL_BATCH], reduction="sum").item()
+        predictions.append(outputs[:, 0].to(torch.float64) * objective.std + objective.mean)
+    predicted, actual = torch.cat(predictions), data.labels.to(torch.float64)  # (N,), (N,)
+    errors = predicted - actual
+    total = float(((actual - actual.mean()) ** 2).sum())
+    r2 = 1.0 - float((errors**2).sum()) / total if total > 0 else 0.0
+    return loss_sum / len(data), r2, float(errors.abs().mean()), float(errors.pow(2).mean().sqrt())
+
+
+def _validate(model: nn.Module, val: Dataset, objective: Objective, world: World) -> list[float]:
+    """[loss, accuracy] or, for regression, [loss, R^2, MAE, RMSE]: rank 0's, shared with every rank."""
+    if objective.task == "regression":
+        figures = list(evaluate_regression(model, val, objective)) if world.writes else [0.0] * 4
+    else:
+        figures = list(evaluate(model, val)) if world.writes else [0.0] * 2
+    return world.from_rank0(figures)
 
 
 @dataclass
@@ -205,6 +284,7 @@ def fit(
     world: World = SINGLE,
     progress: bool = True,
     selection: Selection | None = None,
+    objective: Objective = CLASSIFICATION,
 ) -> FitResult:
     """Train for up to `epochs` epochs of global batches of `batch_size` rows, validating after each; the
     model ends with the weights `selection` keeps (default: the last epoch's, every epoch run).
@@ -231,14 +311,17 @@ def fit(
         )
         with bar:
             loss_sum, correct, seen = world.sum(
-                list(map(float, train_epoch(trained, optimizer, batches, split.train, bar)))
+                list(map(float, train_epoch(trained, optimizer, batches, split.train, bar, objective)))
             )
             train_loss, train_accuracy = loss_sum / seen, correct / seen
-            val = evaluate(model, split.val) if world.writes else (0.0, 0.0)
-            val_loss, val_accuracy = world.from_rank0(list(val))
-            bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val_acc=f"{val_accuracy:.4f}")
+            val = _validate(model, split.val, objective, world)
+            bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val[0]:.4f}", val=f"{val[1]:.4f}")
         seconds = time.perf_counter() - started
-        history.append(EpochMetrics(epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds))
+        if objective.task == "regression":  # R^2 of the standardized training target: 1 - MSE
+            metrics = EpochMetrics(epoch, train_loss, 1.0 - train_loss, val[0], val[1], seconds, val[2], val[3])
+        else:
+            metrics = EpochMetrics(epoch, train_loss, train_accuracy, val[0], val[1], seconds)
+        history.append(metrics)
         if selection.after_epoch(model, history[-1]):
             break
     return FitResult(history, selection.finish(model, len(history)))

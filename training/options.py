@@ -20,6 +20,12 @@ from training.errors import InputError
 Norm = NormKind
 OptimizerName = Literal["sgd", "adamw"]
 KeepPolicy = Literal["best", "last"]
+MissingName = Literal["refuse", "mean", "median", "constant"]
+TaskName = Literal["classification", "regression"]
+DEFAULT_MAX_CATEGORIES = 100
+HARD_MAX_CATEGORIES = 1000  # models.preprocess.MAX_CATEGORIES, what a manifest may hold
+DEFAULT_MAX_DATA_MB = 4096
+THOUSANDS_MARKS = {"none": "", ",": ",", ".": ".", "space": " ", "'": "'", "_": "_"}
 
 BUILTIN_DATA = ("digits", "synthetic")  # both have image rows, so every layout in ARCHITECTURES can take them
 # Tuned on digits (20 epochs, 5 seeds): val accuracy 0.97-0.99 for both architectures.
@@ -60,11 +66,24 @@ class TrainOptions:
     sync_bn: bool  # BatchNorm statistics of the global batch (SyncBatchNorm); only with --norm batch
     keep: KeepPolicy = "last"  # whose weights are saved: the last epoch's or the lowest validation loss's
     early_stopping: int | None = None  # stop after this many epochs without a lower validation loss
+    # CSV data (training/csv_data.py, training/tabular.py); None: sniffed or detected.
+    delimiter: str | None = None
+    decimal: str | None = None
+    thousands: str | None = None  # "" none
+    drop_columns: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    missing: MissingName = "refuse"
+    fill_value: float = 0.0  # --missing constant
+    max_categories: int = DEFAULT_MAX_CATEGORIES
+    max_data_mb: int = DEFAULT_MAX_DATA_MB
+    task: TaskName | None = None
 
     def to_json(self) -> dict[str, Any]:
         values = asdict(self)
         values["hidden"] = list(self.hidden)
         values["repository"] = str(self.repository)
+        values["drop_columns"] = list(self.drop_columns)
+        values["categorical"] = list(self.categorical)
         return values
 
 
@@ -110,7 +129,68 @@ def resolve_options(raw: dict[str, Any]) -> TrainOptions:
         sync_bn=_sync_bn(raw.get("sync_bn"), norm, world_size),
         keep=cast(KeepPolicy, raw.get("keep") or "last"),
         early_stopping=_patience(raw.get("early_stopping")),
+        **_csv_options(raw, data),
     )
+
+
+_CSV_FLAGS = ("delimiter", "decimal", "thousands", "drop_columns", "categorical", "missing", "max_categories")
+
+
+def _csv_options(raw: dict[str, Any], data: str) -> dict[str, Any]:
+    """The CSV flags, checked; each is refused with built-in data, where it would do nothing."""
+    if data in BUILTIN_DATA:
+        given = next((name for name in _CSV_FLAGS if raw.get(name) is not None), None)
+        if given is not None or raw.get("task") == "regression":
+            flag = "--" + (given or "task regression").replace("_", "-")
+            raise InputError(f"{flag} applies only to CSV data, not --data {data}")
+    missing = raw.get("missing") or "refuse"
+    if raw.get("fill_value") is not None and missing != "constant":
+        raise InputError(f"--fill-value applies only to --missing constant, not --missing {missing}")
+    return {
+        "delimiter": _delimiter(raw.get("delimiter")),
+        "decimal": _choice("--decimal", raw.get("decimal"), {".": ".", ",": ","}),
+        "thousands": _choice("--thousands", raw.get("thousands"), THOUSANDS_MARKS),
+        "drop_columns": _columns("--drop-columns", raw.get("drop_columns")),
+        "categorical": _columns("--categorical", raw.get("categorical")),
+        "missing": missing,
+        "fill_value": _finite("--fill-value", raw["fill_value"]) if raw.get("fill_value") is not None else 0.0,
+        "max_categories": _max_categories(raw.get("max_categories")),
+        "max_data_mb": _int_at_least("--max-data-mb", raw.get("max_data_mb") or DEFAULT_MAX_DATA_MB, 1),
+        "task": raw.get("task"),
+    }
+
+
+def _delimiter(value: str | None) -> str | None:
+    if value is None:
+        return None
+    delimiter = {"tab": "\t", "\\t": "\t"}.get(value, value)
+    if len(delimiter) != 1 or delimiter in {'"', "\n", "\r"} or delimiter.isalnum():
+        raise InputError(f"--delimiter must be one character (or 'tab'), not a quote, letter or digit; got {value!r}")
+    return delimiter
+
+
+def _choice(flag: str, value: str | None, choices: dict[str, str]) -> str | None:
+    if value is None:
+        return None
+    if value not in choices:
+        raise InputError(f"{flag} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return choices[value]
+
+
+def _columns(flag: str, value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    names = tuple(name.strip() for name in value.split(","))
+    if any(not name for name in names):
+        raise InputError(f"{flag} must be comma-separated column names, got {value!r}")
+    return names
+
+
+def _max_categories(value: int | None) -> int:
+    count = DEFAULT_MAX_CATEGORIES if value is None else value
+    if not 1 <= count <= HARD_MAX_CATEGORIES:
+        raise InputError(f"--max-categories must be in [1, {HARD_MAX_CATEGORIES}], got {count}")
+    return count
 
 
 def launch_world_size() -> int:

@@ -19,6 +19,8 @@ from typing import Any
 from training.errors import InputError
 
 _HEADER = ("epoch", "train loss", "train acc", "val loss", "val acc", "seconds")
+# Regression records (train_r2, val_r2, val_mae, val_rmse): R^2 where accuracy would be, and the errors.
+_REGRESSION_HEADER = ("epoch", "train loss", "train R^2", "val loss", "val R^2", "val MAE", "val RMSE", "seconds")
 PROG = "python -m training.report"
 
 
@@ -32,8 +34,9 @@ def summary(history: Sequence[Any], kept_epoch: int | None = None) -> str:
     rows = [_row(str(record["epoch"]), record) for record in records]
     kept = len(records) if kept_epoch is None else kept_epoch
     rows.append(_row("final" if kept == len(records) else "kept", records[kept - 1]))
-    widths = [max(len(row[column]) for row in [_HEADER, *rows]) for column in range(len(_HEADER))]
-    lines = [_line(_HEADER, widths), _line(tuple("-" * width for width in widths), widths)]
+    header = _REGRESSION_HEADER if "val_r2" in records[0] else _HEADER
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    lines = [_line(header, widths), _line(tuple("-" * width for width in widths), widths)]
     lines += [_line(row, widths) for row in rows]
     return "\n".join(lines)
 
@@ -43,6 +46,17 @@ def _as_record(metrics: Any) -> Mapping[str, Any]:
 
 
 def _row(label: str, record: Mapping[str, Any]) -> tuple[str, ...]:
+    if "val_r2" in record:
+        return (
+            label,
+            f"{record['train_loss']:.4f}",
+            f"{record['train_r2']:.4f}",
+            f"{record['val_loss']:.4f}",
+            f"{record['val_r2']:.4f}",
+            f"{record['val_mae']:.4g}",
+            f"{record['val_rmse']:.4g}",
+            f"{record['seconds']:.2f}",
+        )
     return (
         label,
         f"{record['train_loss']:.4f}",

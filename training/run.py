@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,15 +11,28 @@ import torch
 from torch import nn
 
 from models.architectures import build_model
-from models.checkpoint import CheckpointError, Manifest, read_manifest, save_checkpoint
+from models.checkpoint import CheckpointError, Manifest, TargetScale, read_manifest, save_checkpoint
 from models.config import ARCHITECTURES, ArchConfig, Common, InputSpec
+from models.preprocess import Preprocessing
+from training.csv_data import CsvOptions
 from training.curves import CURVES_FILE, curves_png, curves_title
-from training.data import Dataset, Split, load_dataset, split_dataset, standardization_stats
+from training.data import Dataset, Split, TableSettings, load_dataset, split_dataset, standardization_stats
 from training.distributed import World, process_group
 from training.errors import InputError, TrainingFailed
-from training.loop import TRAIN_THREADS, EpochMetrics, FitResult, Selection, build_optimizer, fit, pinned_numerics
+from training.loop import (
+    LOSS_DESCRIPTION,
+    TRAIN_THREADS,
+    EpochMetrics,
+    FitResult,
+    Objective,
+    Selection,
+    build_optimizer,
+    fit,
+    pinned_numerics,
+)
 from training.options import WEIGHT_DECAY_KIND, TrainOptions
 from training.sync_batchnorm import convert_to_sync_batchnorm
+from training.tabular import fill_missing
 
 
 @dataclass(frozen=True)
@@ -37,8 +50,10 @@ def run_training(options: TrainOptions, progress: bool = True) -> RunResult | No
     no version directory. Under torchrun every rank trains and rank 0 alone writes, once all ranks have
     finished; the other ranks return None.
     """
-    dataset = load_dataset(options.data, options.arch, options.label_column)
-    source = data_source(options.data)
+    dataset = load_dataset(options.data, options.arch, options.label_column, table_settings(options, progress))
+    if progress and dataset.task_reason:
+        print(f"task: {dataset.task} ({dataset.task_reason}; --task sets it)", file=sys.stderr)
+    source = data_source(options.data, dataset)
     config = architecture(options, dataset)
     with process_group() as world, pinned_numerics():
         if world.size != options.world_size:
@@ -49,6 +64,8 @@ def run_training(options: TrainOptions, progress: bool = True) -> RunResult | No
         generator = torch.Generator().manual_seed(options.seed)
         split = split_dataset(dataset, options.val_fraction, generator)
         check_rows_per_rank(options, len(split.train))
+        preprocessing = fit_preprocessing(dataset, split, options.fill_value)
+        objective = Objective.for_split(split)
         model = build_model(config)
         load_standardization(model, split.train.features)
         if options.sync_bn:
@@ -63,7 +80,16 @@ def run_training(options: TrainOptions, progress: bool = True) -> RunResult | No
         optimizer = build_optimizer(model, options.optimizer, options.lr, options.momentum, options.weight_decay)
         selection = Selection(options.keep, options.early_stopping)
         fitted = fit(
-            model, optimizer, split, options.epochs, options.batch_size, options.seed, world, progress, selection
+            model,
+            optimizer,
+            split,
+            options.epochs,
+            options.batch_size,
+            options.seed,
+            world,
+            progress,
+            selection,
+            objective,
         )
         world.all_finished()
         if not world.writes:
@@ -71,7 +97,8 @@ def run_training(options: TrainOptions, progress: bool = True) -> RunResult | No
         written = plain_model(config, model)  # inside: building a model draws from the (forked) global RNG
     record = training_record(options, source, split) | {"distributed": distributed_record(options, world)}
     record |= {"kept_epoch": fitted.kept_epoch, "epochs_run": len(fitted.history)}
-    manifest = build_manifest(options, config, dataset, record, fitted)
+    spec = InputSpec(dataset.input_shape, "float32", dataset.feature_names, preprocessing)
+    manifest = build_manifest(options, config, dataset, record, fitted, spec, objective)
     figure = curves_png({"": manifest.epochs}, curves_title(manifest))
     try:
         version_dir = save_checkpoint(options.repository, written, manifest, {CURVES_FILE: figure})
@@ -115,7 +142,29 @@ def distributed_record(options: TrainOptions, world: World) -> dict[str, Any]:
 def architecture(options: TrainOptions, dataset: Dataset) -> ArchConfig:
     common = Common(norm=options.norm, dropout=options.dropout, bn_momentum=options.bn_momentum)
     config_type = ARCHITECTURES[options.arch].config_type
-    return config_type.for_input(dataset.input_shape, len(dataset.class_labels), options.hidden, common)
+    outputs = 1 if dataset.task == "regression" else len(dataset.class_labels)
+    return config_type.for_input(dataset.input_shape, outputs, options.hidden, common)
+
+
+def table_settings(options: TrainOptions, progress: bool) -> TableSettings:
+    csv = CsvOptions(
+        delimiter=options.delimiter,
+        decimal=options.decimal,
+        thousands=options.thousands,
+        drop_columns=options.drop_columns,
+        categorical=options.categorical,
+        missing_allowed=options.missing != "refuse",
+        max_bytes=options.max_data_mb << 20,
+        progress=progress,
+    )
+    return TableSettings(csv, options.missing, options.max_categories, options.task)
+
+
+def fit_preprocessing(dataset: Dataset, split: Split, fill_value: float) -> Preprocessing | None:
+    """A CSV's fills from the training split, written over the missing cells of both splits (in place)."""
+    if dataset.preprocessing is None:
+        return None
+    return fill_missing(dataset.preprocessing, split.train.features, [split.val.features], fill_value)
 
 
 def load_standardization(model: nn.Module, train_features: torch.Tensor) -> None:
@@ -132,23 +181,25 @@ def build_manifest(
     dataset: Dataset,
     record: dict[str, Any],
     fitted: FitResult,
+    spec: InputSpec,
+    objective: Objective,
 ) -> Manifest:
     kept = fitted.kept  # final_metrics describe the weights that were saved
+    target = None
+    if objective.task == "regression":
+        target = TargetScale(dataset.label_column, objective.mean, objective.std)
     return Manifest(
         name=options.name,
         version=0,  # chosen by save_checkpoint
         architecture=config,
-        input=InputSpec(shape=dataset.input_shape, dtype="float32", feature_names=dataset.feature_names),
+        input=spec,
         class_labels=dataset.class_labels,
         training=record,
         epochs=tuple(metrics.to_json() for metrics in fitted.history),
-        final_metrics={
-            "train_loss": kept.train_loss,
-            "train_accuracy": kept.train_accuracy,
-            "val_loss": kept.val_loss,
-            "val_accuracy": kept.val_accuracy,
-        },
+        final_metrics={key: value for key, value in kept.to_json().items() if key not in {"epoch", "seconds"}},
         artifacts={"curves": CURVES_FILE},
+        task=objective.task,
+        target=target,
     )
 
 
@@ -161,7 +212,8 @@ def training_record(options: TrainOptions, source: dict[str, str], split: Split)
         val_rows=len(split.val),
         weight_decay_kind=WEIGHT_DECAY_KIND[options.optimizer],
         weight_decay_applies_to="weights with 2+ dims (Linear matrices, conv kernels); not biases or norms",
-        loss="cross_entropy, mean over the batch",
+        loss=LOSS_DESCRIPTION[split.train.task],
+        task=split.train.task,
         standardization=ARCHITECTURES[options.arch].standardization,
         threads=TRAIN_THREADS,
         deterministic_algorithms=True,
@@ -169,15 +221,11 @@ def training_record(options: TrainOptions, source: dict[str, str], split: Split)
     return record
 
 
-def data_source(data: str) -> dict[str, str]:
-    """Where the data came from; a CSV is identified by its resolved path and sha256 (read once, now)."""
+def data_source(data: str, dataset: Dataset) -> dict[str, str]:
+    """Where the data came from; a CSV is identified by its resolved path and the sha256 of the bytes that
+    were parsed (hashed as they were read: the file is never opened a second time)."""
     if data == "digits":
         return {"kind": "digits", "description": "sklearn.datasets.load_digits (1797 8x8 images)"}
     if data == "synthetic":
         return {"kind": "synthetic", "description": "3 Gaussian classes in 16 features, 480 rows, fixed seed 0"}
-    path = Path(data)
-    try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as exc:
-        raise InputError(f"CSV {data} cannot be read: {exc.strerror or exc}") from None
-    return {"kind": "csv", "path": str(path.resolve()), "sha256": digest}
+    return {"kind": "csv", "path": str(Path(data).resolve()), "sha256": dataset.sha256}

@@ -23,7 +23,7 @@ class NestedRows:
         return len(self.instances)
 
     def decode(self, spec: InputSpec) -> Float32Array:
-        return rows_from_instances(self.instances, spec.shape, spec.feature_names)
+        return rows_from_instances(self.instances, spec.shape, spec.feature_names, spec.preprocessing)
 
 
 @dataclass(frozen=True)

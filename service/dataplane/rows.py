@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from models.preprocess import Preprocessing
+from service.dataplane.raw_rows import encode_raw_rows
 from service.engine.types import Float32Array
 from service.errors import BadRequest
 
@@ -37,11 +39,19 @@ def rows_from_nested(rows: Any, input_shape: tuple[int, ...], what: str = "insta
     return finite_rows(array.reshape((len(rows), *input_shape)), what)
 
 
-def rows_from_instances(instances: Any, input_shape: tuple[int, ...], feature_names: tuple[str, ...]) -> Float32Array:
+def rows_from_instances(
+    instances: Any,
+    input_shape: tuple[int, ...],
+    feature_names: tuple[str, ...],
+    preprocessing: Preprocessing | None = None,
+) -> Float32Array:
     """KServe V1 instances -> (N, *input_shape). A row is a list (as in `rows_from_nested`) or an object
     keyed by the model's feature names (the manifest's, one per flattened input value, in row-major order);
-    both may be mixed in one request. An object must name every feature exactly once and nothing else."""
-    if isinstance(instances, list) and any(isinstance(row, dict) for row in instances):
+    both may be mixed in one request. An object must name every feature exactly once and nothing else.
+    A model with `preprocessing` takes objects keyed by its raw CSV columns instead (service/raw_rows.py)."""
+    if isinstance(instances, list) and preprocessing is not None:
+        instances = encode_raw_rows(instances, preprocessing)
+    elif isinstance(instances, list) and any(isinstance(row, dict) for row in instances):
         order = _feature_order(feature_names, input_shape)
         instances = [
             _row_from_object(row, index, order) if isinstance(row, dict) else row for index, row in enumerate(instances)

@@ -59,7 +59,8 @@ def build_executor(
     instead of the settings' (a candidate the shape proof tries, service/guarantee/shape.py)."""
     placement = resolve_placement(settings.device, settings.dtype)
     model = model.to(device=placement.device, dtype=DTYPES[placement.dtype]).eval()
-    shape, classes = manifest.input.shape, len(manifest.class_labels)
+    # A regression model has no class labels and one output.
+    shape, classes = manifest.input.shape, len(manifest.class_labels) or manifest.architecture.num_classes
     if chunk_rows is not None:
         return make_executor(model, shape, classes, chunk_rows, placement)
     if settings.chunk_rows != "auto":

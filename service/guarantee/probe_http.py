@@ -40,7 +40,10 @@ class Answer:
 
 def prediction_bits(prediction: dict[str, Any]) -> bytes:
     """A V1 prediction's exact bits. The server writes each float32 as the shortest decimal that reads back
-    to the same float64, so narrowing the parsed JSON to float32 restores the bits it computed."""
+    to the same float64, so narrowing the parsed JSON to float32 restores the bits it computed. A regression
+    prediction is its float64 value and its float32 output."""
+    if "value" in prediction:
+        return np.float64(prediction["value"]).tobytes() + np.asarray(prediction.get("logits"), np.float32).tobytes()
     missing = [f for f in (*PREDICTION_FIELDS, "label") if f not in prediction]
     if missing:
         raise ProbeError(f"prediction lacks {missing}: {str(prediction)[:200]}")

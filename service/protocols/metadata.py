@@ -55,9 +55,23 @@ def _from_manifest(manifest: Manifest) -> dict[str, Any]:
         "input_shape": list(manifest.input.shape),
         "class_labels": list(manifest.class_labels),
         "feature_names": list(manifest.input.feature_names),
+        "raw_input": raw_input(manifest),
         "created_at": manifest.created_at,
         "final_metrics": manifest.final_metrics,
         "training": training_summary(manifest),
+    }
+
+
+def raw_input(manifest: Manifest) -> dict[str, Any] | None:
+    """For a model trained on a CSV: the raw columns V1 objects are keyed by and how each is encoded; None
+    when every input form carries the encoded vector (`input_shape`, `feature_names`)."""
+    preprocessing = manifest.input.preprocessing
+    if preprocessing is None:
+        return None
+    return preprocessing.to_json() | {
+        "accepted_by": "V1 instances sent as objects keyed by these columns (numbers, strings, null)",
+        "encoded_by_client": "V1 list rows and V2 tensors: the encoded vector of input_shape, named by feature_names",
+        "unknown_category": "400 naming the column and the known categories",
     }
 
 

@@ -18,6 +18,7 @@ from service.dataplane.offload import OFFLOAD_BYTES, OFFLOAD_ROWS, beside_loop_i
 from service.errors import BadRequest
 from service.lifecycle.loader import ServedModel
 from service.protocols.metadata import model_parameters
+from service.protocols.regression import is_regression, v1_predictions
 from service.protocols.wire import BodyReader, call_of, json_response, model_headers, parse_json_object
 
 
@@ -81,6 +82,9 @@ def encode_predictions(answer: Answer, replica: str) -> Response:
 
 def predictions(answer: Answer) -> dict[str, Any]:
     served, outputs = answer.model, answer.outputs
+    if is_regression(served.manifest):
+        rows = v1_predictions(served.manifest, outputs)
+        return {"model_name": served.name, "model_version": str(served.version), "predictions": rows}
     labels = served.manifest.class_labels
     logits, probabilities = outputs.logits.tolist(), outputs.probabilities.tolist()
     rows = [

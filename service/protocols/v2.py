@@ -16,6 +16,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from models import Manifest
 from service import __version__
 from service.dataplane import Answer, DataPlane, FlatTensor, InferRequest, RawTensor, RowSource
 from service.dataplane.offload import OFFLOAD_BYTES, OFFLOAD_ROWS, beside_loop_if
@@ -24,10 +25,12 @@ from service.lifecycle.loader import ServedModel
 from service.lifecycle.snapshot import NotServing
 from service.protocols.binary import HEADER, encode_tensor, flag_of, split_body, take_binary_inputs
 from service.protocols.metadata import model_parameters
+from service.protocols.regression import REGRESSION_OUTPUTS, is_regression, v2_tensors
 from service.protocols.wire import BodyReader, call_of, json_response, model_headers, parse_json_object
 
 INPUT_NAME = "input"
 OUTPUTS = {"logits": "FP32", "probabilities": "FP32", "class_index": "INT64", "label": "BYTES"}
+ANY_OUTPUTS = OUTPUTS | REGRESSION_OUTPUTS
 EXTENSIONS = ["binary_tensor_data", "model_repository", "model_repository_metadata"]
 MAX_ID_CHARS = 1024  # the request id is echoed in the answer and in logs: bounded, printable text
 
@@ -39,6 +42,7 @@ class V2Infer:
     request: InferRequest
     id: str | None
     outputs: dict[str, bool]  # output name -> send as binary data
+    outputs_named: bool = True  # False: the request named none, so every output of the model is sent
 
 
 class V2Api:
@@ -91,7 +95,8 @@ def parse_infer(raw: bytes, header_length: str | None, name: str, version: str |
     rows = input_tensor(body, binary)
     identifier, outputs = request_id(body), requested_outputs(body)
     receipts = flag_of(body, "request", "receipts", False)  # a signed receipt per row, in parameters.receipts
-    return V2Infer(InferRequest(name, version, rows, len(raw), receipts, identifier), identifier, outputs)
+    request = InferRequest(name, version, rows, len(raw), receipts, identifier)
+    return V2Infer(request, identifier, outputs, "outputs" in body)
 
 
 def request_id(body: dict[str, Any]) -> str | None:
@@ -131,32 +136,42 @@ def input_tensor(body: dict[str, Any], binary: bytes) -> RowSource:
     return FlatTensor(INPUT_NAME, datatype, tuple(shape), tensor.get("data"))
 
 
-def requested_outputs(body: dict[str, Any]) -> dict[str, bool]:
-    """Output name -> whether to send it as binary data."""
+def outputs_of(manifest: Manifest) -> dict[str, str]:
+    """A model's outputs: a classifier's OUTPUTS, or a regression model's (service/protocols/regression.py)."""
+    return REGRESSION_OUTPUTS if is_regression(manifest) else OUTPUTS
+
+
+def requested_outputs(body: dict[str, Any], available: dict[str, str] = ANY_OUTPUTS) -> dict[str, bool]:
+    """Output name -> whether to send it as binary data. Without a model (at parse time) every name any
+    model has is accepted; `_chosen` then holds the request to the model that answered."""
     default_binary = flag_of(body, "request", "binary_data_output", False)
     requested = body.get("outputs")
     if requested is None:
-        return dict.fromkeys(OUTPUTS, default_binary)
+        return dict.fromkeys(available, default_binary)
     if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
         raise BadRequest('"outputs" must be a list of {"name": ...} objects')
     chosen: dict[str, bool] = {}
     for output in requested:
         name = output.get("name")
-        if not isinstance(name, str) or name not in OUTPUTS:
-            raise BadRequest(f"unknown output {name!r}; the model's outputs are {list(OUTPUTS)}")
+        if not isinstance(name, str) or name not in available:
+            raise BadRequest(f"unknown output {name!r}; {_outputs_hint(available)}")
         chosen[str(name)] = flag_of(output, f"output {name!r}", "binary_data", default_binary)
     return chosen
 
 
 def encode_infer(parsed: V2Infer, answer: Answer, replica: str) -> Response:
     served, outputs = answer.model, answer.outputs
-    labels = [served.manifest.class_labels[i] for i in outputs.class_index.tolist()]
-    values: dict[str, np.ndarray[Any, Any] | list[str]] = {
-        "logits": outputs.logits,
-        "probabilities": outputs.probabilities,
-        "class_index": outputs.class_index,
-        "label": labels,
-    }
+    values: dict[str, np.ndarray[Any, Any] | list[str]]
+    if is_regression(served.manifest):
+        values = dict(v2_tensors(served.manifest, outputs))
+    else:
+        values = {
+            "logits": outputs.logits,
+            "probabilities": outputs.probabilities,
+            "class_index": outputs.class_index,
+            "label": [served.manifest.class_labels[i] for i in outputs.class_index.tolist()],
+        }
+    available = outputs_of(served.manifest)
     reply: dict[str, Any] = {"model_name": served.name, "model_version": str(served.version)}
     if parsed.id is not None:
         reply["id"] = parsed.id
@@ -164,9 +179,9 @@ def encode_infer(parsed: V2Infer, answer: Answer, replica: str) -> Response:
     if answer.receipts is not None:
         reply["parameters"]["receipts"] = answer.receipts
     tensors, blobs = [], []
-    for name, as_binary in parsed.outputs.items():
+    for name, as_binary in _chosen(parsed, available).items():
         data = values[name]
-        tensor: dict[str, Any] = {"name": name, "datatype": OUTPUTS[name], "shape": _shape(data)}
+        tensor: dict[str, Any] = {"name": name, "datatype": available[name], "shape": _shape(data)}
         if as_binary:
             blob = encode_tensor(data)
             tensor["parameters"] = {"binary_data_size": len(blob)}
@@ -192,13 +207,30 @@ def model_metadata(found: ServedModel | NotServing, versions: list[int]) -> dict
     }
     if isinstance(found, NotServing):
         return answer
-    classes = len(found.manifest.class_labels)
+    classes = len(found.manifest.class_labels) or found.manifest.architecture.num_classes  # regression: 1
     answer["inputs"] = [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *found.manifest.input.shape]}]
     answer["outputs"] = [
         {"name": name, "datatype": datatype, "shape": [-1, classes] if datatype == "FP32" else [-1]}
-        for name, datatype in OUTPUTS.items()
+        for name, datatype in outputs_of(found.manifest).items()
     ]
     return answer
+
+
+def _outputs_hint(available: dict[str, str]) -> str:
+    if available is ANY_OUTPUTS:  # before the model is known
+        return f"a classifier's outputs are {list(OUTPUTS)}, a regression model's {list(REGRESSION_OUTPUTS)}"
+    return f"the model's outputs are {list(available)}"
+
+
+def _chosen(parsed: V2Infer, available: dict[str, str]) -> dict[str, bool]:
+    """The outputs to send: those named (each one the model must have), or all of the model's."""
+    if not parsed.outputs_named:
+        binary = next(iter(parsed.outputs.values()), False)
+        return dict.fromkeys(available, binary)
+    unknown = next((name for name in parsed.outputs if name not in available), None)
+    if unknown is not None:
+        raise BadRequest(f"unknown output {unknown!r}; {_outputs_hint(available)}")
+    return parsed.outputs
 
 
 def _shape(data: np.ndarray[Any, Any] | list[str]) -> list[int]:
