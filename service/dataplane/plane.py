@@ -16,9 +16,9 @@ import numpy as np
 
 from service.dataplane import receipts as receipts_of
 from service.dataplane.offload import OFFLOAD_BYTES, beside_loop_if
-from service.dataplane.requests import InferRequest, NestedRows
+from service.dataplane.requests import InferRequest, NestedRows, output_names
 from service.engine.types import Float32Array, Outputs
-from service.errors import UnprocessableEntity
+from service.errors import BadRequest, UnprocessableEntity
 from service.lifecycle.loader import ServedModel
 from service.lifecycle.registry import ModelRegistry
 from service.lifecycle.snapshot import IndexEntry, NotServing
@@ -72,6 +72,11 @@ class DataPlane:
         call.version = str(found.version)
         if isinstance(found, NotServing):
             raise found.error()
+        unknown = [name for name in request.outputs if name not in output_names(found.manifest)]
+        if unknown:  # the model is known now: hold the request to its outputs before computing anything
+            raise BadRequest(
+                f"unknown output {unknown[0]!r}; the model's outputs are {list(output_names(found.manifest))}"
+            )
         declared = request.rows.declared_rows
         if declared is not None:  # refuse what could never be queued before decoding it
             found.batcher.admit(declared)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from models import InputSpec
+from models import InputSpec, Manifest
 from service.dataplane.rows import rows_from_bytes, rows_from_flat, rows_from_instances
 from service.engine.types import Float32Array
 
@@ -71,3 +71,13 @@ class InferRequest:
     wire_bytes: int  # the request's size as received: large ones decode beside the event loop
     receipts: bool = False  # the client asked for a signed receipt per row (service/receipts/)
     request_id: str | None = None  # the client's id (V2 "id"), named in receipts; None: the server makes one
+    outputs: tuple[str, ...] = ()  # output names the client asked for by name (checked before compute)
+
+
+CLASSIFIER_OUTPUTS = ("logits", "probabilities", "class_index", "label")
+REGRESSION_OUTPUTS = ("value", "logits")
+
+
+def output_names(manifest: Manifest) -> tuple[str, ...]:
+    """The outputs a model answers, by the name every protocol uses for them."""
+    return REGRESSION_OUTPUTS if manifest.task == "regression" else CLASSIFIER_OUTPUTS

@@ -95,7 +95,8 @@ def parse_infer(raw: bytes, header_length: str | None, name: str, version: str |
     rows = input_tensor(body, binary)
     identifier, outputs = request_id(body), requested_outputs(body)
     receipts = flag_of(body, "request", "receipts", False)  # a signed receipt per row, in parameters.receipts
-    request = InferRequest(name, version, rows, len(raw), receipts, identifier)
+    named = tuple(outputs) if "outputs" in body else ()
+    request = InferRequest(name, version, rows, len(raw), receipts, identifier, named)
     return V2Infer(request, identifier, outputs, "outputs" in body)
 
 
