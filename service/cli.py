@@ -27,6 +27,7 @@ from service.http.auth import startup_problem
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from service.http.app import TransportFactory
     from service.lifecycle.registry import ServingExecutorFactory
 
 PROG = "invariant-serve"
@@ -217,4 +218,14 @@ def main(argv: list[str] | None = None, executor_factory: ServingExecutorFactory
     with metrics_folder(settings.workers):
         # With workers, uvicorn's supervisor returns here after SIGTERM/SIGINT and joining them, so the
         # folder is removed; a single worker never creates one.
-        serve(settings, executor_factory)
+        serve(settings, executor_factory, transports(settings))
+
+
+def transports(settings: Settings) -> tuple[TransportFactory, ...]:
+    """The servers beside HTTP: gRPC unless --grpc-port 0. Only the class is handed over: each serving
+    process builds and starts its own server (never this one, which may be uvicorn's supervisor)."""
+    if settings.grpc_port == 0:
+        return ()
+    from service.grpc.server import GrpcServer
+
+    return (GrpcServer,)

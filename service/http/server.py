@@ -14,12 +14,13 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Sequence
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from service.http.app import App, create_app
+from service.http.app import App, TransportFactory, create_app
 from service.http.protocol import BoundedHttpToolsProtocol
 from service.lifecycle.registry import ServingExecutorFactory
 from service.settings import Settings
@@ -32,21 +33,31 @@ class AppFactory:
     """Builds the app in the process that serves it; picklable, so uvicorn's supervisor can hand it to each
     worker process it spawns (spawned workers import nothing from the parent but what this holds)."""
 
-    def __init__(self, settings: Settings, executor_factory: ServingExecutorFactory | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        executor_factory: ServingExecutorFactory | None = None,
+        transports: Sequence[TransportFactory] = (),
+    ) -> None:
         self.settings_json = settings.model_dump_json()
         self.executor_factory = executor_factory  # bench only: a module-level function, pickled by name
+        self.transports = tuple(transports)  # classes, pickled by name: built in the worker, after the spawn
 
     def __call__(self) -> App:
         settings = Settings.model_validate_json(self.settings_json)
         configure_logging(settings.log_level)  # spawned workers do not inherit the parent's logging setup
         if multiprocessing.parent_process() is not None:  # a worker of --workers N
             exit_with_parent()
-        return create_app(settings, self.executor_factory)
+        return create_app(settings, self.executor_factory, self.transports)
 
 
-def uvicorn_config(settings: Settings, executor_factory: ServingExecutorFactory | None = None) -> uvicorn.Config:
+def uvicorn_config(
+    settings: Settings,
+    executor_factory: ServingExecutorFactory | None = None,
+    transports: Sequence[TransportFactory] = (),
+) -> uvicorn.Config:
     return uvicorn.Config(
-        AppFactory(settings, executor_factory),
+        AppFactory(settings, executor_factory, transports),
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -61,9 +72,14 @@ def uvicorn_config(settings: Settings, executor_factory: ServingExecutorFactory 
     )
 
 
-def serve(settings: Settings, executor_factory: ServingExecutorFactory | None = None) -> None:
-    """Serve until SIGTERM/SIGINT: in this process, or under uvicorn's supervisor with N worker processes."""
-    config = uvicorn_config(settings, executor_factory)
+def serve(
+    settings: Settings,
+    executor_factory: ServingExecutorFactory | None = None,
+    transports: Sequence[TransportFactory] = (),
+) -> None:
+    """Serve until SIGTERM/SIGINT: in this process, or under uvicorn's supervisor with N worker processes.
+    `transports`: servers beside HTTP (gRPC), built and started in each serving process."""
+    config = uvicorn_config(settings, executor_factory, transports)
     server = uvicorn.Server(config)
     if settings.workers > 1:
         socket = config.bind_socket()

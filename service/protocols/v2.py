@@ -146,15 +146,25 @@ def requested_outputs(body: dict[str, Any]) -> dict[str, bool]:
     return chosen
 
 
-def encode_infer(parsed: V2Infer, answer: Answer, replica: str) -> Response:
-    served, outputs = answer.model, answer.outputs
-    labels = [served.manifest.class_labels[i] for i in outputs.class_index.tolist()]
-    values: dict[str, np.ndarray[Any, Any] | list[str]] = {
+OutputValues = dict[str, np.ndarray[Any, Any] | list[str]]
+
+
+def output_values(answer: Answer) -> OutputValues:
+    """Every output of the answer by name (OUTPUTS): logits and probabilities (N, classes) float32,
+    class_index (N,) int64, label N strings. The one source of both transports' outputs."""
+    outputs = answer.outputs
+    labels = [answer.model.manifest.class_labels[i] for i in outputs.class_index.tolist()]
+    return {
         "logits": outputs.logits,
         "probabilities": outputs.probabilities,
         "class_index": outputs.class_index,
         "label": labels,
     }
+
+
+def encode_infer(parsed: V2Infer, answer: Answer, replica: str) -> Response:
+    served = answer.model
+    values = output_values(answer)
     reply: dict[str, Any] = {"model_name": served.name, "model_version": str(served.version)}
     if parsed.id is not None:
         reply["id"] = parsed.id
@@ -162,7 +172,7 @@ def encode_infer(parsed: V2Infer, answer: Answer, replica: str) -> Response:
     tensors, blobs = [], []
     for name, as_binary in parsed.outputs.items():
         data = values[name]
-        tensor: dict[str, Any] = {"name": name, "datatype": OUTPUTS[name], "shape": _shape(data)}
+        tensor: dict[str, Any] = {"name": name, "datatype": OUTPUTS[name], "shape": output_shape(data)}
         if as_binary:
             blob = encode_tensor(data)
             tensor["parameters"] = {"binary_data_size": len(blob)}
@@ -197,5 +207,5 @@ def model_metadata(found: ServedModel | NotServing, versions: list[int]) -> dict
     return answer
 
 
-def _shape(data: np.ndarray[Any, Any] | list[str]) -> list[int]:
+def output_shape(data: np.ndarray[Any, Any] | list[str]) -> list[int]:
     return [len(data)] if isinstance(data, list) else list(data.shape)
