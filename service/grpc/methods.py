@@ -78,6 +78,7 @@ class Methods:
 
     async def model_infer(self, raw: bytes, _context: Context, call: CallRecord) -> bytes:
         parsed = await beside_loop_if(len(raw) >= OFFLOAD_BYTES, parse_infer, raw)
+        call.name = self.plane.call_record(call.protocol, parsed.request.model).name  # a known model, or unknown
         answer = await self.plane.infer(parsed.request, call)
         return await beside_loop_if(answer.rows >= OFFLOAD_ROWS, encode_infer, parsed, answer, self.plane.replica)
 

@@ -90,7 +90,8 @@ def create_app(
     routes = route_table(plane, metrics, settings, docs)
     docs.document = build_openapi(routes, __version__)
     others = tuple(make(plane, metrics, settings) for make in transports)
-    dispatcher = Dispatcher(routes, Guard(settings), metrics, Lifespan(settings, registry, others))
+    lifespan = Lifespan(settings, registry, others)
+    dispatcher = Dispatcher(routes, Guard(settings), metrics, lifespan, plane.call_record)
     return App(dispatcher, settings, registry, plane, routes)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -33,8 +33,16 @@ log = logging.getLogger("invariant.dispatch")
 
 
 class Dispatcher:
-    def __init__(self, routes: Sequence[Route], guard: Guard, metrics: Metrics, lifespan: ASGIApp) -> None:
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        guard: Guard,
+        metrics: Metrics,
+        lifespan: ASGIApp,
+        call_record: Callable[[str, str], CallRecord],
+    ) -> None:
         self.routes = tuple(routes)
+        self.call_record = call_record  # (protocol, model name in the path) -> the call's metric labels
         self.guard = guard
         self.metrics = metrics
         self.lifespan = lifespan
@@ -63,11 +71,11 @@ class Dispatcher:
         if route.protocol is None:
             response = await _respond(route, request)
         else:
-            response = await self._infer(route, route.protocol, request)
+            response = await self._infer(route, route.protocol, request, params.get("name", ""))
         await response(scope, receive, send)
 
-    async def _infer(self, route: Route, protocol: str, request: Request) -> Response:
-        call = request.scope[CALL_KEY] = CallRecord(protocol)
+    async def _infer(self, route: Route, protocol: str, request: Request, name: str) -> Response:
+        call = request.scope[CALL_KEY] = self.call_record(protocol, name)
         started = time.perf_counter()
         response = await _respond(route, request)
         self.metrics.record_request(call.name, call.version, protocol, response.status_code, started)

@@ -14,47 +14,21 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Sequence
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from service.http.app import App, TransportFactory, create_app
+from service.http.factory import AppFactory
 from service.http.protocol import BoundedHttpToolsProtocol
-from service.lifecycle.registry import ServingExecutorFactory
 from service.settings import Settings
 
 log = logging.getLogger("invariant.server")
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-class AppFactory:
-    """Builds the app in the process that serves it; picklable, so uvicorn's supervisor can hand it to each
-    worker process it spawns (spawned workers import nothing from the parent but what this holds)."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        executor_factory: ServingExecutorFactory | None = None,
-        transports: Sequence[TransportFactory] = (),
-    ) -> None:
-        self.settings_json = settings.model_dump_json()
-        self.executor_factory = executor_factory  # bench only: a module-level function, pickled by name
-        self.transports = tuple(transports)  # classes, pickled by name: built in the worker, after the spawn
-
-    def __call__(self) -> App:
-        settings = Settings.model_validate_json(self.settings_json)
-        configure_logging(settings.log_level)  # spawned workers do not inherit the parent's logging setup
-        if multiprocessing.parent_process() is not None:  # a worker of --workers N
-            exit_with_parent()
-        return create_app(settings, self.executor_factory, self.transports)
-
-
 def uvicorn_config(
-    settings: Settings,
-    executor_factory: ServingExecutorFactory | None = None,
-    transports: Sequence[TransportFactory] = (),
+    settings: Settings, executor_factory: str | None = None, transports: tuple[str, ...] = ()
 ) -> uvicorn.Config:
     return uvicorn.Config(
         AppFactory(settings, executor_factory, transports),
@@ -66,19 +40,17 @@ def uvicorn_config(
         access_log=False,
         loop="uvloop",
         lifespan="on",
+        proxy_headers=False,  # nothing here reads the client address: one ASGI layer less per request
         http=BoundedHttpToolsProtocol,  # httptools, with bounds on reading headers
         # Drain: every accepted request is answered or times out (read, then request timeout) before this.
         timeout_graceful_shutdown=math.ceil(max(settings.request_timeout_s, settings.read_timeout_s)) + 5,
     )
 
 
-def serve(
-    settings: Settings,
-    executor_factory: ServingExecutorFactory | None = None,
-    transports: Sequence[TransportFactory] = (),
-) -> None:
+def serve(settings: Settings, executor_factory: str | None = None, transports: tuple[str, ...] = ()) -> None:
     """Serve until SIGTERM/SIGINT: in this process, or under uvicorn's supervisor with N worker processes.
-    `transports`: servers beside HTTP (gRPC), built and started in each serving process."""
+    `executor_factory`: bench only, "module:function" of a ServingExecutorFactory (see AppFactory).
+    `transports`: "module:class" of servers beside HTTP (gRPC), built and started in each serving process."""
     config = uvicorn_config(settings, executor_factory, transports)
     server = uvicorn.Server(config)
     if settings.workers > 1:
@@ -103,7 +75,3 @@ def exit_with_parent() -> None:
         log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d): workers may outlive their parent", ctypes.get_errno())
     if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
