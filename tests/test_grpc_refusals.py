@@ -32,7 +32,14 @@ def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSer
     repository = tmp_path_factory.mktemp("gated-grpc")
     write_checkpoint(repository, "gated", TINY_CNN)
     gate = Gate(tmp_path_factory.mktemp("gate"))
-    flags = ("--chunk-rows", "2", "--max-queue-rows", str(MAX_QUEUE_ROWS), "--request-timeout-s", str(TIMEOUT_S))
+    flags: tuple[str, ...] = (
+        "--chunk-rows",
+        "2",
+        "--max-queue-rows",
+        str(MAX_QUEUE_ROWS),
+        "--request-timeout-s",
+        str(TIMEOUT_S),
+    )
     flags += ("--placement", "thread")  # a held forward must hold its compute thread, not the event loop
     running = start_server(repository, tmp_path_factory.mktemp("logs"), *flags, gate=gate, grpc=True)
     yield running, gate
