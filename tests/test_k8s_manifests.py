@@ -201,7 +201,7 @@ def test_compose_and_balancer_check_the_same_readiness_path_and_port() -> None:
     bind = re.search(r"^\s*bind :(\d+)$", haproxy, re.M)
     assert bind is not None
     grpc_bind = re.search(r"^\s*bind :(\d+) proto h2$", haproxy, re.M)
-    grpc_template = re.search(r"^\s*server-template \S+ \S+ server:(\d+) proto h2$", haproxy, re.M)
+    grpc_template = re.search(r"^\s*server-template \S+ \S+ server:(\d+) proto h2 check-proto h1$", haproxy, re.M)
     assert grpc_bind is not None
     assert grpc_template is not None
     assert grpc_template.group(1) == server["environment"]["INVARIANT_GRPC_PORT"]
