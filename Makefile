@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 REPOSITORY ?= model-repository
 HOST ?= 127.0.0.1
 PORT ?= 8000
+GRPC_PORT ?= 8001
 
 
 .PHONY: venv test test-fast lint typecheck serve train-demo bench soak bench-peers deploy-test clean fuzz
@@ -51,7 +52,7 @@ study: venv
 # Trains the demo model only when the repository holds no model yet.
 serve: venv
 	@if [ -z "$$(ls -A $(REPOSITORY) 2>/dev/null)" ]; then $(MAKE) train-demo; fi
-	$(BIN)/python -m service --repository $(REPOSITORY) --host $(HOST) --port $(PORT)
+	$(BIN)/python -m service --repository $(REPOSITORY) --host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
 
 # BASE=<git ref>: also run the service/ of that commit (a worktree under bench/results/base), side by side.
 BASE ?=

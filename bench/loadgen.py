@@ -38,6 +38,15 @@ def run_load(url: str, body: bytes, connections: int, seconds: float) -> LoadRes
     return asyncio.run(_run(url, body, connections, seconds))
 
 
+async def run_request_load(host: str, port: int, request: bytes, connections: int, seconds: float) -> LoadResult:
+    """Send the whole HTTP/1.1 `request` (head and body, any headers) from `connections` keep-alive connections
+    for `seconds`, on the running event loop."""
+    result = LoadResult(connections, seconds)
+    deadline = time.perf_counter() + seconds
+    await asyncio.gather(*(_connection(host, port, request, deadline, result) for _ in range(connections)))
+    return result
+
+
 async def _run(url: str, body: bytes, connections: int, seconds: float) -> LoadResult:
     parts = urlsplit(url)
     head = (

@@ -56,7 +56,9 @@ class Server:
         with self.log.open("wb") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
                 [*self.command, "--port", str(self.port)],
-                cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                # gRPC off unless a command asks for it (flags win): servers run side by side here.
+                cwd=self.cwd, env={"INVARIANT_GRPC_PORT": "0", **self.env}, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )  # fmt: skip
 
     def wait_ready(self) -> None:

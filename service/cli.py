@@ -215,4 +215,11 @@ def main(argv: list[str] | None = None, executor_factory: str | None = None) -> 
     with metrics_folder(settings.workers):
         # With workers, uvicorn's supervisor returns here after SIGTERM/SIGINT and joining them, so the
         # folder is removed; a single worker never creates one.
-        serve(settings, executor_factory)
+        serve(settings, executor_factory, transports(settings))
+
+
+def transports(settings: Settings) -> tuple[str, ...]:
+    """The servers beside HTTP, as "module:class": gRPC unless --grpc-port 0. Only the name is handed over:
+    each serving process imports, builds and starts its own server; this process (uvicorn's supervisor with
+    --workers N) never imports grpc."""
+    return () if settings.grpc_port == 0 else ("service.grpc.server:GrpcServer",)

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     version_policy: str = Field("latest:2", description="Versions that serve: all, latest:N or specific:V[,V...]")
     host: str = Field("127.0.0.1", description="Address to bind")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 picks a free one)")
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="Port of the gRPC server (Open Inference Protocol / Triton's GRPCInferenceService) on the same "
+        "host; 0 turns gRPC off",
+    )
     workers: int = Field(1, ge=1, le=64, description="Server processes, each with its own models and batcher")
     chunk_rows: Annotated[int, Field(ge=1, le=4096)] | Literal["auto"] | None = Field(
         None,

@@ -74,6 +74,11 @@ class RunningServer:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    grpc_port: int = 0  # 0: gRPC off (start_server(..., grpc=True) turns it on)
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     def client(self, timeout: float = 30.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=timeout)
@@ -90,24 +95,28 @@ def start_server(
     gate: Gate | None = None,
     env: dict[str, str] | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    grpc: bool = False,
 ) -> RunningServer:
     """Start `python -m service` as its own process group; waits for readiness (or liveness). With a gate,
     the same server through tests/gated_service.py: its CNNs' forward passes wait while the gate is closed.
     `env`: extra environment variables of the server process; `preexec_fn`: run in it before the server
-    starts (a resource limit)."""
+    starts (a resource limit). gRPC is off unless `grpc` (then on a free port): servers of parallel tests
+    must not contend for the default port."""
     if os.environ.get("TEST_LANE") == "fast":  # `make test-fast`: no subprocess servers, by construction
         pytest.fail("this test starts a server: mark it @pytest.mark.slow (make test-fast runs none)")
     port = free_port()
+    grpc_port = free_port() if grpc else 0
     log_path = log_dir / f"server-{port}.log"
     launcher = [str(ROOT / "tests" / "gated_service.py"), str(gate.directory)] if gate else ["-m", "service"]
     command = [sys.executable, *launcher, "--repository", str(repository), "--port", str(port), *flags]
+    command += ["--grpc-port", str(grpc_port)]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("INVARIANT_")} | (env or {})
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             command, cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=preexec_fn,  # noqa: PLW1509 (a resource limit: setrlimit is safe between fork and exec)
         )  # fmt: skip
-    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
+    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path, grpc_port)
     _wait(server, "/v2/health/ready" if wait_ready else "/v2/health/live")
     return server
 

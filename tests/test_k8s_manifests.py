@@ -127,7 +127,9 @@ def test_manifests_match_the_servers_settings_ports_and_paths() -> None:
         unknown = {name[len("INVARIANT_") :].lower() for name in env} - set(Settings.model_fields)
         assert not unknown, f"{where}: INVARIANT_* variables that are no setting: {unknown}"
         port = int(env["INVARIANT_PORT"])
-        assert [p["containerPort"] for p in container["ports"]] == [port], where
+        grpc_port = int(env["INVARIANT_GRPC_PORT"])
+        assert grpc_port not in (0, port), where
+        assert [p["containerPort"] for p in container["ports"]] == [port, grpc_port], where
         assert env["INVARIANT_HOST"] == "0.0.0.0", where
         assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready", where
         assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live", where
@@ -149,8 +151,9 @@ def test_kserve_container_rules() -> None:
     for where in ("kserve custom container", "kserve runtime"):
         container = server_containers()[where][0]
         assert container["name"] == "kserve-container"
-        assert [p["containerPort"] for p in container["ports"]] == [8080]
-    assert MANIFESTS["ServingRuntime/invariant-serve"]["spec"]["protocolVersions"] == ["v2"]
+        assert [p["containerPort"] for p in container["ports"]] == [8080, 8081]
+        assert container["ports"][1]["name"] == "h2c"  # KServe: the gRPC port of a custom container
+    assert MANIFESTS["ServingRuntime/invariant-serve"]["spec"]["protocolVersions"] == ["v2", "grpc-v2"]
     custom = MANIFESTS["InferenceService/invariant-digits"]["metadata"]["annotations"]
     assert custom["serving.kserve.io/enable-prometheus-scraping"] == "true"
 
@@ -172,6 +175,7 @@ def test_service_hpa_pdb_and_job_point_at_the_deployment_and_volume() -> None:
     service = MANIFESTS["Service/invariant-serve"]["spec"]
     assert service["selector"].items() <= labels.items()
     assert service["ports"][0]["targetPort"] == "http"
+    assert (service["ports"][1]["targetPort"], service["ports"][1]["appProtocol"]) == ("grpc", "kubernetes.io/h2c")
     assert MANIFESTS["PodDisruptionBudget/invariant-serve"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
     target = MANIFESTS["HorizontalPodAutoscaler/invariant-serve"]["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", "invariant-serve")
@@ -196,4 +200,12 @@ def test_compose_and_balancer_check_the_same_readiness_path_and_port() -> None:
     assert template.group(1) == server["environment"]["INVARIANT_PORT"]
     bind = re.search(r"^\s*bind :(\d+)$", haproxy, re.M)
     assert bind is not None
-    assert compose["services"]["balancer"]["ports"] == ["127.0.0.1:${INVARIANT_HOST_PORT:-8000}:" + bind.group(1)]
+    grpc_bind = re.search(r"^\s*bind :(\d+) proto h2$", haproxy, re.M)
+    grpc_template = re.search(r"^\s*server-template \S+ \S+ server:(\d+) proto h2 check-proto h1$", haproxy, re.M)
+    assert grpc_bind is not None
+    assert grpc_template is not None
+    assert grpc_template.group(1) == server["environment"]["INVARIANT_GRPC_PORT"]
+    assert compose["services"]["balancer"]["ports"] == [
+        "127.0.0.1:${INVARIANT_HOST_PORT:-8000}:" + bind.group(1),
+        "127.0.0.1:${INVARIANT_HOST_GRPC_PORT:-8001}:" + grpc_bind.group(1),
+    ]

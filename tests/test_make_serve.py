@@ -33,7 +33,7 @@ def test_make_serve_trains_the_demo_model_and_the_readme_example_answers(tmp_pat
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            ["make", "serve", f"REPOSITORY={repository}", f"PORT={port}"],
+            ["make", "serve", f"REPOSITORY={repository}", f"PORT={port}", f"GRPC_PORT={free_port()}"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:

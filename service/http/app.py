@@ -6,6 +6,10 @@ app uvicorn runs. No work at import, and nothing here reads the environment.
 Models load and self-test in the lifespan, before the process accepts connections. With several workers
 sharing one socket, a worker still loading accepts nothing, so no request lands on a process whose models
 are not verified yet.
+
+Other transports (the gRPC server, service/grpc/) run beside HTTP in the same process and event loop: the
+composition root (service/cli.py) hands their factories in, and the lifespan starts them once the models are
+loaded and stops them before the models close. This floor never imports them.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from starlette.types import Receive, Scope, Send
 
@@ -38,6 +44,18 @@ log = logging.getLogger("invariant.app")
 EXIT_COMPUTE_FAILED = 70  # EX_SOFTWARE
 
 
+class Transport(Protocol):
+    """A second way in beside HTTP, over the same data plane: started on the serving process's event loop."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+# Built in the serving process (after uvicorn spawned it): picklable, e.g. a class, for --workers N.
+TransportFactory = Callable[[DataPlane, Metrics, Settings], Transport]
+
+
 @dataclass(frozen=True)
 class App:
     """The ASGI application: the dispatcher, and the parts tests and the bench may look at."""
@@ -52,9 +70,14 @@ class App:
         await self.dispatcher(scope, receive, send)
 
 
-def create_app(settings: Settings, executor_factory: ServingExecutorFactory | None = None) -> App:
+def create_app(
+    settings: Settings,
+    executor_factory: ServingExecutorFactory | None = None,
+    transports: Sequence[TransportFactory] = (),
+) -> App:
     """`executor_factory` is for the bench only: it serves through another executor once the model has
-    passed its self-test (see ServingExecutorFactory); no setting reaches it."""
+    passed its self-test (see ServingExecutorFactory); no setting reaches it. `transports`: servers beside
+    HTTP (gRPC), started by the lifespan."""
     resolve_placement(settings.device, settings.dtype)  # a device/dtype this machine cannot honour fails here
     missing = portable_numerics_missing(os.environ) if settings.portable_numerics else []
     if missing:
@@ -69,20 +92,25 @@ def create_app(settings: Settings, executor_factory: ServingExecutorFactory | No
     docs = DocsApi()
     routes = route_table(plane, metrics, settings, docs)
     docs.document = build_openapi(routes, __version__)
-    lifespan = Lifespan(settings, registry, receipts)
+    others = tuple(make(plane, metrics, settings) for make in transports)
+    lifespan = Lifespan(settings, registry, receipts, others)
     dispatcher = Dispatcher(routes, Guard(settings), metrics, lifespan, plane.call_record)
     return App(dispatcher, settings, registry, plane, routes)
 
 
 class Lifespan:
-    """ASGI lifespan: pin numerics and load every model before the server accepts a connection; on shutdown
-    drain and stop, then exit non-zero if a compute thread died (so a supervisor starts a fresh process).
-    The receipts log's writer thread runs from before the first request to after the last answer."""
+    """ASGI lifespan: pin numerics, load every model and start the other transports before the server accepts
+    a connection; on shutdown stop them, drain and stop, then exit non-zero if a compute thread died (so a
+    supervisor starts a fresh process). The receipts log's writer thread runs from before the first request
+    to after the last answer."""
 
-    def __init__(self, settings: Settings, registry: ModelRegistry, receipts: Receipts) -> None:
+    def __init__(
+        self, settings: Settings, registry: ModelRegistry, receipts: Receipts, transports: Sequence[Transport] = ()
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.receipts = receipts
+        self.transports = tuple(transports)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
@@ -90,6 +118,8 @@ class Lifespan:
             pin_numerics(self.settings.threads)
             self.receipts.start()
             await self.registry.start()
+            for transport in self.transports:
+                await transport.start()
         except BaseException as exc:
             await send({"type": "lifespan.startup.failed", "message": repr(exc)})
             raise
@@ -97,6 +127,8 @@ class Lifespan:
             scope["state"][LIMITS_KEY] = ConnectionLimits.of(self.settings)
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
+        for transport in self.transports:
+            await transport.stop()
         await self.registry.close()
         await asyncio.to_thread(self.receipts.close)  # every answered row's receipt written and fsync'd
         if self.registry.fatal:  # drained; exit non-zero so that a supervisor starts a fresh process

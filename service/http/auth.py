@@ -1,28 +1,36 @@
-"""API keys: who may call which route. The dispatcher (dispatch.py) asks `Guard.refusal` before every request.
-
-Keys live in files read by service/keyfile.py (one per line, re-read when the file changes, so a key is
-rotated by rewriting the file); only their SHA-256 digests are kept, compared here in constant time.
-
-Access levels: `public` routes need no key; `inference` routes take an API key or an admin key (an admin may
-do everything a client may); `admin` routes take only an admin key (an API key gets 403).
+"""API keys over HTTP: the dispatcher (dispatch.py) asks `Guard.refusal` before every request. The keys and the
+decision are transport-neutral (service/protocols/access.py, shared with gRPC); this module reads the
+Authorization header and answers 401/403, and checks the key settings at start-up.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Literal
 
 import orjson
 from starlette.responses import Response
 from starlette.types import Scope
 
-from service.keyfile import KeyFile, KeyFileError, digest_of, read_keys
+from service.keyfile import MIN_KEY_CHARS, RECHECK_S, KeyFile, KeyFileError, read_keys
+from service.protocols.access import ADMIN, INFERENCE, PUBLIC, Access, Keys, auth_enabled, bearer_of
 from service.settings import Settings
 
-Access = Literal["public", "inference", "admin"]
-PUBLIC: Access = "public"
-INFERENCE: Access = "inference"
-ADMIN: Access = "admin"
+__all__ = [
+    "ADMIN",
+    "INFERENCE",
+    "MIN_KEY_CHARS",
+    "PUBLIC",
+    "RECHECK_S",
+    "Access",
+    "Guard",
+    "KeyFile",
+    "KeyFileError",
+    "auth_enabled",
+    "bearer_token",
+    "is_loopback",
+    "read_keys",
+    "startup_problem",
+]
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="invariant-serve"'}
 
@@ -31,28 +39,20 @@ class Guard:
     """Decides, from the Authorization header alone, whether a request may reach a route of given access."""
 
     def __init__(self, settings: Settings) -> None:
-        self.enabled = auth_enabled(settings)
-        self.api_keys = KeyFile(settings.api_keys_file)
-        self.admin_keys = KeyFile(settings.admin_keys_file)
+        self.keys = Keys(settings)
+        self.enabled = self.keys.enabled
 
     def refusal(self, scope: Scope, access: Access | None) -> Response | None:
         """None to let the request in, else the 401/403 answer. access None: a path no route serves (any valid
         key may learn that it is 404; without one, nothing is revealed)."""
         if not self.enabled or access == PUBLIC:
             return None
-        token = bearer_token(scope)
-        if token is None:
-            return _unauthorized("missing API key: send the header Authorization: Bearer <key>")
-        digest = digest_of(token)
-        if self.admin_keys.holds(digest):
+        denial = self.keys.denial(bearer_token(scope), access)
+        if denial is None:
             return None
-        if self.api_keys.holds(digest):
-            return _refused(403, "this route needs an admin key") if access == ADMIN else None
-        return _unauthorized("invalid API key")
-
-
-def _unauthorized(message: str) -> Response:
-    return _refused(401, message, CHALLENGE)
+        if denial.kind == "forbidden":
+            return _refused(403, denial.message)
+        return _refused(401, denial.message, CHALLENGE)
 
 
 def _refused(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -63,14 +63,8 @@ def _refused(status: int, message: str, headers: dict[str, str] | None = None) -
 def bearer_token(scope: Scope) -> bytes | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, token = value.strip().partition(b" ")
-            token = token.strip()
-            return token if scheme.lower() == b"bearer" and token else None
+            return bearer_of(value)
     return None
-
-
-def auth_enabled(settings: Settings) -> bool:
-    return settings.api_keys_file is not None or settings.admin_keys_file is not None
 
 
 def is_loopback(host: str) -> bool:

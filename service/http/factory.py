@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import logging
 import multiprocessing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.settings import Settings
 
@@ -17,10 +17,15 @@ if TYPE_CHECKING:
 
 
 class AppFactory:
-    def __init__(self, settings: Settings, executor_factory: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, executor_factory: str | None = None, transports: tuple[str, ...] = ()
+    ) -> None:
         self.settings_json = settings.model_dump_json()
         # Bench only: "module:function" of a ServingExecutorFactory, imported in the worker (not pickled).
         self.executor_factory = executor_factory
+        # "module:class" of each server beside HTTP (gRPC): imported, built and started in the worker only, so
+        # no gRPC object exists before uvicorn spawns it (a fork after grpc.aio started crashes the child).
+        self.transports = transports
 
     def __call__(self) -> App:
         from service.http.app import create_app
@@ -30,11 +35,14 @@ class AppFactory:
         configure_logging(settings.log_level)  # spawned workers do not inherit the parent's logging setup
         if multiprocessing.parent_process() is not None:  # a worker of --workers N
             exit_with_parent()
-        wrap = None
-        if self.executor_factory is not None:
-            module, _, name = self.executor_factory.partition(":")
-            wrap = getattr(importlib.import_module(module), name)
-        return create_app(settings, wrap)
+        wrap = None if self.executor_factory is None else _imported(self.executor_factory)
+        return create_app(settings, wrap, tuple(_imported(name) for name in self.transports))
+
+
+def _imported(qualified: str) -> Any:
+    """The object named by "module:attribute"."""
+    module, _, name = qualified.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def configure_logging(level: str) -> None:

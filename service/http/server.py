@@ -27,9 +27,11 @@ log = logging.getLogger("invariant.server")
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def uvicorn_config(settings: Settings, executor_factory: str | None = None) -> uvicorn.Config:
+def uvicorn_config(
+    settings: Settings, executor_factory: str | None = None, transports: tuple[str, ...] = ()
+) -> uvicorn.Config:
     return uvicorn.Config(
-        AppFactory(settings, executor_factory),
+        AppFactory(settings, executor_factory, transports),
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -45,10 +47,11 @@ def uvicorn_config(settings: Settings, executor_factory: str | None = None) -> u
     )
 
 
-def serve(settings: Settings, executor_factory: str | None = None) -> None:
+def serve(settings: Settings, executor_factory: str | None = None, transports: tuple[str, ...] = ()) -> None:
     """Serve until SIGTERM/SIGINT: in this process, or under uvicorn's supervisor with N worker processes.
-    `executor_factory`: bench only, "module:function" of a ServingExecutorFactory (see AppFactory)."""
-    config = uvicorn_config(settings, executor_factory)
+    `executor_factory`: bench only, "module:function" of a ServingExecutorFactory (see AppFactory).
+    `transports`: "module:class" of servers beside HTTP (gRPC), built and started in each serving process."""
+    config = uvicorn_config(settings, executor_factory, transports)
     server = uvicorn.Server(config)
     if settings.workers > 1:
         socket = config.bind_socket()

@@ -160,18 +160,27 @@ def requested_outputs(body: dict[str, Any], available: dict[str, str] = ANY_OUTP
     return chosen
 
 
-def encode_infer(parsed: V2Infer, answer: Answer, replica: str) -> Response:
+OutputValues = dict[str, np.ndarray[Any, Any] | list[str]]
+
+
+def output_values(answer: Answer) -> OutputValues:
+    """Every output of the answer by name (`outputs_of` its model): a classifier's logits and probabilities
+    (N, classes) float32, class_index (N,) int64, label N strings; a regression model's value and logits.
+    The one source of both transports' outputs."""
     served, outputs = answer.model, answer.outputs
-    values: dict[str, np.ndarray[Any, Any] | list[str]]
     if is_regression(served.manifest):
-        values = dict(v2_tensors(served.manifest, outputs))
-    else:
-        values = {
-            "logits": outputs.logits,
-            "probabilities": outputs.probabilities,
-            "class_index": outputs.class_index,
-            "label": [served.manifest.class_labels[i] for i in outputs.class_index.tolist()],
-        }
+        return dict(v2_tensors(served.manifest, outputs))
+    return {
+        "logits": outputs.logits,
+        "probabilities": outputs.probabilities,
+        "class_index": outputs.class_index,
+        "label": [served.manifest.class_labels[i] for i in outputs.class_index.tolist()],
+    }
+
+
+def encode_infer(parsed: V2Infer, answer: Answer, replica: str) -> Response:
+    served = answer.model
+    values = output_values(answer)
     available = outputs_of(served.manifest)
     reply: dict[str, Any] = {"model_name": served.name, "model_version": str(served.version)}
     if parsed.id is not None:
@@ -182,7 +191,7 @@ def encode_infer(parsed: V2Infer, answer: Answer, replica: str) -> Response:
     tensors, blobs = [], []
     for name, as_binary in _chosen(parsed, available).items():
         data = values[name]
-        tensor: dict[str, Any] = {"name": name, "datatype": available[name], "shape": _shape(data)}
+        tensor: dict[str, Any] = {"name": name, "datatype": available[name], "shape": output_shape(data)}
         if as_binary:
             blob = encode_tensor(data)
             tensor["parameters"] = {"binary_data_size": len(blob)}
@@ -234,5 +243,5 @@ def _chosen(parsed: V2Infer, available: dict[str, str]) -> dict[str, bool]:
     return parsed.outputs
 
 
-def _shape(data: np.ndarray[Any, Any] | list[str]) -> list[int]:
+def output_shape(data: np.ndarray[Any, Any] | list[str]) -> list[int]:
     return [len(data)] if isinstance(data, list) else list(data.shape)
