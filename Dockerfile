@@ -40,14 +40,16 @@ RUN --mount=type=bind,from=wheels,target=/tmp/wheels \
 # Non-root user with a fixed uid, so volume ownership is predictable. Written directly into /etc/passwd and
 # /etc/group: works on any base, with or without the useradd tool. /models is owned by that user in the
 # image, so a fresh named volume mounted there inherits the ownership (docker copies the mount point's
-# ownership and contents into an empty named volume).
+# ownership and contents into an empty named volume). /keys likewise: the compose `keys` service writes the
+# generated key files into a named volume there (docker-compose.yml), readable by that user only.
 COPY deploy/train-job.sh /usr/local/bin/invariant-train-job
 RUN set -eux; \
     chmod 0755 /usr/local/bin/invariant-train-job; \
     echo 'app:x:10001:10001:invariant-serve:/home/app:/usr/sbin/nologin' >>/etc/passwd; \
     echo 'app:x:10001:' >>/etc/group; \
-    mkdir -p /home/app /models; \
-    chown 10001:10001 /home/app /models
+    mkdir -p /home/app /models /keys; \
+    chown 10001:10001 /home/app /models /keys; \
+    chmod 0700 /keys
 
 COPY models/ /app/models/
 COPY training/ /app/training/

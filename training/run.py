@@ -19,6 +19,7 @@ from training.distributed import World, process_group
 from training.errors import InputError, TrainingFailed
 from training.loop import TRAIN_THREADS, EpochMetrics, FitResult, Selection, build_optimizer, fit, pinned_numerics
 from training.options import WEIGHT_DECAY_KIND, TrainOptions
+from training.preflight import check_repository, checkpoint_bytes
 from training.sync_batchnorm import convert_to_sync_batchnorm
 
 
@@ -40,6 +41,9 @@ def run_training(options: TrainOptions, progress: bool = True) -> RunResult | No
     dataset = load_dataset(options.data, options.arch, options.label_column)
     source = data_source(options.data)
     config = architecture(options, dataset)
+    # Before training: an unwritable or full repository is found now, not after the last epoch. (Building a
+    # model draws from the global RNG; the seed is set below, so this does not change the run.)
+    check_repository(options.repository, checkpoint_bytes(build_model(config)))
     with process_group() as world, pinned_numerics():
         if world.size != options.world_size:
             raise TrainingFailed(f"the process group has {world.size} ranks, WORLD_SIZE said {options.world_size}")
