@@ -221,22 +221,28 @@ def fit(
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         batches = rank_batches(len(split.train), batch_size, seed, epoch, world)
-        bar = tqdm(
-            total=len(batches),
-            desc=f"epoch {epoch}/{epochs}",
-            unit="batch",
-            file=sys.stderr,
-            disable=not (progress and world.writes),
-            dynamic_ncols=True,
-        )
-        with bar:
-            loss_sum, correct, seen = world.sum(
-                list(map(float, train_epoch(trained, optimizer, batches, split.train, bar)))
+        show = progress and world.writes
+        try:
+            bar = tqdm(
+                total=len(batches),
+                desc=f"epoch {epoch}/{epochs}",
+                unit="batch",
+                file=sys.stderr,
+                disable=not show,
+                dynamic_ncols=True,
             )
-            train_loss, train_accuracy = loss_sum / seen, correct / seen
-            val = evaluate(model, split.val) if world.writes else (0.0, 0.0)
-            val_loss, val_accuracy = world.from_rank0(list(val))
-            bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val_acc=f"{val_accuracy:.4f}")
+            with bar:
+                loss_sum, correct, seen = world.sum(
+                    list(map(float, train_epoch(trained, optimizer, batches, split.train, bar)))
+                )
+                train_loss, train_accuracy = loss_sum / seen, correct / seen
+                val = evaluate(model, split.val) if world.writes else (0.0, 0.0)
+                val_loss, val_accuracy = world.from_rank0(list(val))
+                bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val_acc=f"{val_accuracy:.4f}")
+        except KeyboardInterrupt:
+            if show:  # an interrupted bar ends without a newline: the CLI's one line goes below it
+                print(file=sys.stderr)
+            raise
         seconds = time.perf_counter() - started
         history.append(EpochMetrics(epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds))
         if selection.after_epoch(model, history[-1]):

@@ -11,16 +11,21 @@ import os
 import tempfile
 from pathlib import Path
 
-from torch import nn
+import torch
 
+from models.architectures import build_model
+from models.config import ArchConfig
 from training.errors import InputError
 
 # Beyond the weights: manifest.json, curves.png (~100 KB), the safetensors header, filesystem blocks.
 HEADROOM_BYTES = 1 << 20
 
 
-def checkpoint_bytes(model: nn.Module) -> int:
-    """Bytes of the weights file's tensors (what save_checkpoint writes, float32 state dict)."""
+def checkpoint_bytes(config: ArchConfig) -> int:
+    """Bytes of the tensors of the weights file a model of `config` is saved as (its state dict). The model is
+    built under a forked RNG: the caller's random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(config)
     return sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
 
 

@@ -41,9 +41,8 @@ def run_training(options: TrainOptions, progress: bool = True) -> RunResult | No
     dataset = load_dataset(options.data, options.arch, options.label_column)
     source = data_source(options.data)
     config = architecture(options, dataset)
-    # Before training: an unwritable or full repository is found now, not after the last epoch. (Building a
-    # model draws from the global RNG; the seed is set below, so this does not change the run.)
-    check_repository(options.repository, checkpoint_bytes(build_model(config)))
+    # Before training: an unwritable or full repository is found now, not after the last epoch.
+    check_repository(options.repository, checkpoint_bytes(config))
     with process_group() as world, pinned_numerics():
         if world.size != options.world_size:
             raise TrainingFailed(f"the process group has {world.size} ranks, WORLD_SIZE said {options.world_size}")
