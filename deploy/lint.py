@@ -8,6 +8,7 @@ list deploy/checkov-skips.txt (every skip carries its reason). Exit 0 only when 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,9 @@ def run_checkov(checkov: str, args: list[str], skips: dict[str, str]) -> list[st
     """The failed checks of one checkov run, as 'CHECK_ID file:lines (resource)'."""
     command = [checkov, "--skip-download", "--quiet", "--compact", "-o", "json", *args]
     command += ["--skip-check", ",".join(sorted(skips))]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False, timeout=600)
+    # No network: no policy download (--skip-download, BC_SKIP_MAPPING) and no PyPI version check.
+    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=600)
     if done.returncode not in (0, 1):
         raise SystemExit(f"deploy-lint: checkov failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
     reports = json.loads(done.stdout)
