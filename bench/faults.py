@@ -23,7 +23,7 @@ from pathlib import Path
 from hostile_load import Record, closed_loop, digits_repository, post
 from servers import HOST, MODEL, PYTHON, ROOT, Server, running
 
-from service.metrics import workers_of
+from service.observability.metrics import workers_of
 
 CLIENTS = 16
 

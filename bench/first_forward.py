@@ -17,11 +17,11 @@ import sys
 import numpy as np
 import torch
 
-import service.executor as executors
+import service.engine.executor as executors
 from models import ArchConfig, CNNConfig, MLPConfig, build_model
-from service.numerics import pin_numerics
-from service.probe import probe_rows
-from service.selftest import run_on_new_thread
+from service.engine.numerics import pin_numerics
+from service.guarantee.probe import probe_rows
+from service.guarantee.selftest import run_on_new_thread
 
 MODELS: dict[str, ArchConfig] = {
     "mlp 64-256-256-10": MLPConfig(64, 10, hidden=(256, 256), norm="batch", dropout=0.2),

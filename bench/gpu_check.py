@@ -5,7 +5,7 @@
 Sections, each printed as a table and written together to bench/reports/gpu_check_<device>_<date>.txt:
 1. Per model and C: one C-row forward replayed as a CUDA graph vs run eagerly (ms per chunk; on CPU the
    traced executor stands in for the graph), whether both give the same bits, and the self-test.
-2. The invariance probe (service/probe.py): cases where plain `model(batch)` changes the probe row's bits,
+2. The invariance probe (service/guarantee/probe.py): cases where plain `model(batch)` changes the probe row's bits,
    and cases where the executor does, in float32 and (on cuda) bfloat16.
 3. bfloat16 vs float32 accuracy of the trained digits demo model (all 1797 bundled digits).
 4. HTTP at 64 connections, 64-row V1 requests: our server vs plain FastAPI, both on the device
@@ -34,11 +34,12 @@ from servers import HOST, PYTHON, ROOT, Server, running
 from torch import nn
 
 from models import ArchConfig, CNNConfig, MLPConfig, build_model, list_versions, load_checkpoint
-from service.executor import EagerExecutor, Executor, Float32Array
-from service.executor_factory import DEFAULT_CHUNK_ROWS, make_executor, resolve_placement
-from service.numerics import environment_report, pin_numerics
-from service.probe import run_probe
-from service.selftest import row_answers, run_self_test
+from service.engine.executor import EagerExecutor
+from service.engine.executor_factory import DEFAULT_CHUNK_ROWS, make_executor, resolve_placement
+from service.engine.numerics import environment_report, pin_numerics
+from service.engine.types import Executor, Float32Array
+from service.guarantee.probe import run_probe
+from service.guarantee.selftest import row_answers, run_self_test
 
 BENCH = ROOT / "bench"
 MODELS: dict[str, ArchConfig] = {

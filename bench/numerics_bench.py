@@ -5,7 +5,7 @@ CPU would: ATen (ATEN_CPU_CAPABILITY), MKL (MKL_ENABLE_INSTRUCTIONS) and oneDNN 
 simulated CPU runs a plain server and a `--portable-numerics` one (which sets ATEN_CPU_CAPABILITY,
 MKL_CBWR and ONEDNN_MAX_CPU_ISA over the caps; MKL_ENABLE_INSTRUCTIONS stays, so MKL_CBWR must win over it).
 For each server: its numerics fingerprint and the digest of its answers to the same probe rows (C+1 rows,
-service/probe.py) for the digits MLP and a digits CNN; then groups of servers whose bits agree. Then the cost:
+service/guarantee/probe.py) for the digits MLP and a digits CNN; then groups of servers whose bits agree. Then the cost:
 wrk against the native plain and native portable servers (requests/s and rows/s, p50), interleaved.
 
     python bench/numerics_bench.py [--seconds 5]
@@ -30,8 +30,8 @@ from run_bench import prepare_model
 from servers import HOST, PYTHON, ROOT, Server
 from wrk import BENCH, ensure_wrk
 
-from service.probe import group_by_digest
-from service.probe_http import ProbeClient, ProbeError, replica_digest
+from service.guarantee.probe import group_by_digest
+from service.guarantee.probe_http import ProbeClient, ProbeError, replica_digest
 
 MODELS = ("digits", "digits-cnn")
 # name -> environment of a simulated CPU (empty: this machine's own)

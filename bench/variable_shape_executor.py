@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from service.executor import ChunkResult, Executor, Float32Array, TracedCpuExecutor
+from service.engine.executor import ChunkedExecutor, TracedCpuExecutor
+from service.engine.types import ChunkResult, Executor, Float32Array
 
 
 class VariableShapeExecutor(TracedCpuExecutor):
@@ -25,8 +26,8 @@ class VariableShapeExecutor(TracedCpuExecutor):
 
 def variable_shape(verified: Executor) -> Executor:
     """The executor the bench serves through, built from the one that passed the self-test."""
-    if verified.device != "cpu":
-        raise ValueError("the variable-shape bench executor runs on cpu only")
+    if not isinstance(verified, ChunkedExecutor) or verified.device != "cpu":
+        raise ValueError("the variable-shape bench executor wraps a torch executor on cpu only")
     return VariableShapeExecutor(
         verified.model, verified.input_shape, verified.num_classes, verified.chunk_rows, verified.device, verified.dtype
     )

@@ -10,7 +10,7 @@
 #   2. from the host: every replica is healthy and runs as non-root; only the balancer publishes a port;
 #      the balancer routes to every replica; with the generated keys (copied out to a 0600 file): inference
 #      needs the API key, the admin routes and /metrics refuse it and take only the admin key;
-#   3. deploy/invariance_check.py through the balancer (the probe of service/probe.py, C from the server's
+#   3. deploy/invariance_check.py through the balancer (the probe of service/guarantee/probe.py, C from the server's
 #      metadata, exact bits) plus V2 infer against V1's bits;
 #   4. scale-out (deploy/replica_check.py): requests spread over all replicas, one numerics fingerprint,
 #      identical bits for the same probe rows from every replica; one replica killed (SIGKILL) under load
@@ -109,7 +109,7 @@ trap 'exit 130' INT TERM
 http_status() {
     KEY_FILE="${KEY_FILE-$API_KEY_FILE}" "$PYTHON" - "$@" <<'PY'
 import os, sys, urllib.request, urllib.error
-from service.probe_http import bearer_headers
+from service.guarantee.probe_http import bearer_headers
 url = sys.argv[1]
 data = sys.argv[2].encode() if len(sys.argv) > 2 else None
 headers = {"Content-Type": "application/json", **bearer_headers(os.environ.get("KEY_FILE") or None)}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Endpoint invariance check: a row's prediction must not depend on the batch it arrives in.
 
-Runs the one probe (service/probe.py) over HTTP against a running server (or a load balancer): the probe row
+Runs the one probe (service/guarantee/probe.py) over HTTP against a running server (or a load balancer): the probe row
 alone, then at EVERY position of batches of 1, 2, 3, C-1, C, C+1 and 2C+1 rows, where C is the `chunk_rows`
 the server publishes in the model's V2 metadata, next to random, zero and huge co-rows, through the V1 API;
 each answer's logits, probabilities and label must have exactly the bits of the lone answer. With --v2 it
@@ -11,7 +11,7 @@ Exit status: 0 all equal; 1 a mismatch; 2 a request or protocol failure.
 
     python deploy/invariance_check.py --url http://127.0.0.1:8000 --model digits [--version 2] [--v2]
 
-Needs the project installed (`make venv`, then .venv/bin/python): it imports service.probe_http.
+Needs the project installed (`make venv`, then .venv/bin/python): it imports service.guarantee.probe_http.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from service.probe_http import ProbeClient, ProbeError, bearer_headers, check_invariance, check_v2_matches_v1
+from service.guarantee.probe_http import ProbeClient, ProbeError, bearer_headers, check_invariance, check_v2_matches_v1
 
 
 def main(argv: list[str] | None = None) -> int:

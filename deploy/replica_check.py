@@ -28,8 +28,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from service.probe import answers_digest, group_by_digest, probe_rows
-from service.probe_http import ProbeClient, ProbeError, bearer_headers, prediction_bits, replica_digest
+from service.guarantee.probe import answers_digest, group_by_digest, probe_rows
+from service.guarantee.probe_http import ProbeClient, ProbeError, bearer_headers, prediction_bits, replica_digest
 
 
 class CheckFailed(Exception):

@@ -1,4 +1,5 @@
-"""`python -m service` / `invariant-serve`: flags override INVARIANT_* variables, which override defaults.
+"""`python -m service` / `invariant-serve`, the composition root: flags override INVARIANT_* variables, which
+override defaults, parsed once into one `Settings` value that is handed to the server (service/http/server.py).
 
 Flags are generated from the fields of `Settings`; a bad value (flag or variable) is one line on stderr naming
 the flag or variable and its allowed values, exit code 2, as the training CLI does.
@@ -7,7 +8,6 @@ the flag or variable and its allowed values, exit code 2, as the training CLI do
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import sys
@@ -19,12 +19,11 @@ from types import UnionType
 from typing import Any, Literal, NoReturn, Union, get_args, get_origin
 
 import annotated_types
-import uvicorn
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from service.auth import startup_problem
-from service.numerics_env import apply_portable_numerics
+from service.engine.numerics_env import apply_portable_numerics
+from service.http.auth import startup_problem
 from service.settings import Settings
 
 PROG = "invariant-serve"
@@ -141,11 +140,8 @@ def _settings_error(exc: ValidationError, flags_given: set[str]) -> str:
 def load_settings(argv: list[str] | None) -> Settings:
     """Settings from flags, then INVARIANT_* variables, then defaults; a bad value exits 2 with one line."""
     given = {key: value for key, value in vars(_parser().parse_args(argv)).items() if value is not None}
-    # Worker processes rebuild Settings from the environment, so flags travel as INVARIANT_* variables.
-    for key, value in given.items():
-        os.environ[f"INVARIANT_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     try:
-        settings = Settings()
+        settings = Settings.from_environment(**given)
     except ValidationError as exc:
         usage_error(_settings_error(exc, set(given)))
     _check_repository(settings.repository, "repository" in given)
@@ -181,7 +177,7 @@ def check_placement(settings: Settings) -> None:
     Imports torch (for torch.cuda.is_available()), so it runs once the numerics environment is set; this
     module stays torch-free, which also keeps worker processes' start-up (they re-import it) light.
     """
-    from service.executor_factory import resolve_placement
+    from service.engine.executor_factory import resolve_placement
 
     try:
         resolve_placement(settings.device, settings.dtype)
@@ -205,27 +201,17 @@ def metrics_folder(workers: int) -> Iterator[None]:
         del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
-def main(argv: list[str] | None = None, app_factory: str = "service.app:app_from_environment") -> None:
-    """`app_factory`: the import string uvicorn builds each worker's app from (the bench passes its own)."""
+def main(argv: list[str] | None = None, executor_factory: str | None = None) -> None:
+    """`executor_factory`: bench only (bench/variable_shape.py): "module:function" of a ServingExecutorFactory."""
     settings = load_settings(argv)
     if settings.portable_numerics:
-        # Read by ATen, MKL and oneDNN when they initialise: set here, before uvicorn imports the app (and
-        # torch), in this process and in the environment every worker process inherits.
+        # Read by ATen, MKL and oneDNN when they initialise: set here, before the app (and torch) is imported,
+        # in this process and in the environment every worker process inherits.
         apply_portable_numerics(os.environ)
     check_placement(settings)
+    from service.http.server import serve  # imports torch: only now that the numerics environment is set
+
     with metrics_folder(settings.workers):
         # With workers, uvicorn's supervisor returns here after SIGTERM/SIGINT and joining them, so the
         # folder is removed; a single worker never creates one.
-        uvicorn.run(
-            app_factory,
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level,
-            access_log=False,
-            loop="uvloop",
-            http="service.protocol:BoundedHttpToolsProtocol",  # httptools, with a bound on reading headers
-            # Drain: every accepted request is answered or times out (read, then request timeout) before this.
-            timeout_graceful_shutdown=math.ceil(max(settings.request_timeout_s, settings.read_timeout_s)) + 5,
-        )
+        serve(settings, executor_factory)

@@ -62,3 +62,9 @@ class Overloaded(ServiceError):
 
 class RequestTimeout(ServiceError):
     status_code = 504
+
+
+class UnprocessableEntity(ServiceError):
+    """The request was valid but this model cannot give a meaningful answer for it (non-finite outputs)."""
+
+    status_code = 422

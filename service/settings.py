@@ -1,5 +1,8 @@
 """Every setting of the server, in one place: defaults, `INVARIANT_*` environment variables, CLI flags.
 
+`Settings(...)` holds exactly what it is given (and the defaults): the environment is read in one place,
+`Settings.from_environment`, which the CLI calls once. The app and every part of it receive the value.
+
 Every number has a finite range: an infinite timeout or delay would overflow the clocks that use it
 (a compute thread that dies on its first request), so out-of-range values fail at start-up instead.
 """
@@ -7,10 +10,10 @@ Every number has a finite range: an infinite timeout or delay would overflow the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from service.policy import parse_policy
 
@@ -40,6 +43,16 @@ class Settings(BaseSettings):
     chunk_latency_bound_ms: float = Field(
         1.0, gt=0, le=10_000, description="With --chunk-rows auto: the longest one C-row forward may take"
     )
+    placement: Literal["auto", "loop", "thread"] = Field(
+        "auto",
+        description="Where a model's chunks run: on the event loop's thread (no hand-off; for fast models), "
+        "on a compute thread of their own, or auto: loop when one C-row forward measured at load takes at most "
+        "--loop-forward-bound-ms",
+    )
+    loop_forward_bound_ms: float = Field(
+        0.5, gt=0, le=100, allow_inf_nan=False, description="With --placement auto: the longest C-row forward "
+        "that runs on the event loop (a longer one would stall every other request)",
+    )  # fmt: skip
     threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per process (part of the guarantee)")
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="Where models run (auto: cuda when available)")
     dtype: Literal["float32", "bfloat16"] = Field(
@@ -92,12 +105,25 @@ class Settings(BaseSettings):
     )
     allow_unauthenticated: bool = Field(False, description="Serve a non-loopback address without API keys")
     protect_metrics: bool = Field(False, description="/metrics needs an admin key (default: public)")
-    front_door: bool = Field(
-        True, description="Answer predict and infer before FastAPI's routing (same handlers and auth, faster)"
-    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Server log verbosity (uvicorn and invariant-serve loggers)"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # no silent read of INVARIANT_* wherever a Settings is built: see from_environment
+
+    @classmethod
+    def from_environment(cls, **given: Any) -> Settings:
+        """`given` (the CLI's flags) over INVARIANT_* variables over the defaults."""
+        return cls(**{**EnvSettingsSource(cls)(), **given})
 
     @field_validator("version_policy")
     @classmethod

@@ -81,17 +81,17 @@ def _install_gate(directory: Path) -> None:
 
 
 def _install_fault(directory: Path) -> None:
-    import service.batcher
+    import service.engine.batcher
 
     fault_path = directory / "fault"
-    fair_shares = service.batcher.fair_shares
+    fair_shares = service.engine.batcher.fair_shares
 
     def faulty_fair_shares(remaining: list[int], free: int) -> list[int]:
         if fault_path.exists():
             raise RuntimeError("fault injected by the test")
         return fair_shares(remaining, free)
 
-    service.batcher.fair_shares = faulty_fair_shares
+    service.engine.batcher.fair_shares = faulty_fair_shares
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """API keys through the one route table: every route the app serves, asked without a key, with an API key and
-with an admin key, on real servers with the front door on and off; curl and tritonclient with a key."""
+with an admin key, on real servers with /metrics public and protected; curl and tritonclient with a key."""
 
 from __future__ import annotations
 
@@ -16,12 +16,11 @@ import pytest
 import tritonclient.http as triton
 from bad_input_helpers import ROW
 from conftest import RunningServer, start_server, stop_server
-from starlette.routing import Route as StarletteRoute
 from tritonclient.utils import InferenceServerException
 
-from service.app import create_app
-from service.auth import ADMIN, PUBLIC
-from service.routes import Route
+from service.http.app import create_app
+from service.http.auth import ADMIN, PUBLIC
+from service.http.routes import Route
 from service.settings import Settings
 
 API_KEY = "client-key-0123456789abcdef"
@@ -50,8 +49,8 @@ def key_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return api, admin
 
 
-# Two servers: the front door on with /metrics public (the default), off with /metrics behind the admin keys.
-SERVERS = {"front-door": (True, False), "no-front-door": (False, True)}
+# Two servers: /metrics public (the default), and /metrics behind the admin keys.
+SERVERS = {"metrics-public": False, "metrics-protected": True}
 
 
 @pytest.fixture(scope="module", params=list(SERVERS))
@@ -61,17 +60,15 @@ def keyed(
     key_files: tuple[Path, Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[RunningServer, Settings]]:
-    front_door, protect_metrics = SERVERS[request.param]
+    protect_metrics = SERVERS[request.param]
     settings = Settings(
         repository=tiny_repository,
         api_keys_file=key_files[0],
         admin_keys_file=key_files[1],
-        front_door=front_door,
         protect_metrics=protect_metrics,
     )
     flags = ["--api-keys-file", str(key_files[0]), "--admin-keys-file", str(key_files[1])]
     flags += ["--model-control", "explicit"]  # so that an admin key can load and unload
-    flags += ["--front-door" if front_door else "--no-front-door"]
     flags += ["--protect-metrics"] if protect_metrics else []
     server = start_server(tiny_repository, tmp_path_factory.mktemp("logs"), *flags)
     yield server, settings
@@ -82,16 +79,10 @@ def keyed(
 
 
 def served_routes(settings: Settings) -> list[Route]:
-    """The app's own route table, after checking that FastAPI's router serves exactly its rows."""
+    """The app's own route table: the dispatcher's, the only router there is."""
     app = create_app(settings)
-    table: list[Route] = list(app.state.routes)
-    routed: set[tuple[str, str]] = set()
-    for served in app.router.routes:
-        assert isinstance(served, StarletteRoute)  # nothing else (no mounts, no websockets) is served
-        routed |= {(served.path, method) for method in served.methods or ()}
-    expected = {(route.path, route.method) for route in table} | {(r.path, "HEAD") for r in table if r.method == "GET"}
-    assert routed == expected
-    return table
+    assert app.dispatcher.routes == app.routes
+    return list(app.routes)
 
 
 def concrete(route: Route) -> str:
@@ -135,7 +126,7 @@ def test_every_route_answers_by_its_access_level(keyed: tuple[RunningServer, Set
             if want == 403:
                 assert response.json() == {"error": "this route needs an admin key"}
             seen.setdefault(f"{route.method} {route.path} [{route.access}]", []).append(response.status_code)
-    print(f"\n{'front door' if settings.front_door else 'no front door'}: none, bad key, API key, admin key")
+    print(f"\n/metrics protected: {settings.protect_metrics}; none, bad key, API key, admin key")
     for line, statuses in seen.items():
         print(f"  {line}: {statuses}")
     assert [r.path for r in routes if r.access == ADMIN] == [

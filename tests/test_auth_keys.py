@@ -12,7 +12,7 @@ import httpx
 import pytest
 from conftest import ROOT, free_port, start_server, stop_server
 
-from service.auth import is_loopback, read_keys, startup_problem
+from service.http.auth import is_loopback, read_keys, startup_problem
 from service.settings import Settings
 
 OLD_KEY = "old-key-0123456789abcdef"

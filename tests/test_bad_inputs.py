@@ -21,8 +21,8 @@ from bad_input_helpers import (
     tensor,
 )
 
+from service.dataplane.rows import rows_from_nested
 from service.errors import BadRequest
-from service.inputs import rows_from_nested
 
 
 @pytest.mark.parametrize(

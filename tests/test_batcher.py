@@ -15,11 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-import service.batcher
-from service.batcher import Batcher, fair_shares
+import service.engine.batcher
+from service.engine.batcher import Batcher, fair_shares
+from service.engine.executor import EagerExecutor
 from service.errors import NotReady, Overloaded, PayloadTooLarge, RequestTimeout
-from service.executor import EagerExecutor
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
 
 
 class GatedModel(nn.Module):
@@ -274,7 +274,7 @@ def test_requests_taken_off_the_queue_when_the_thread_dies_get_the_503_at_once(
     def broken_fair_shares(_remaining: list[int], _free: int) -> list[int]:
         raise RuntimeError("broken share")
 
-    monkeypatch.setattr(service.batcher, "fair_shares", broken_fair_shares)
+    monkeypatch.setattr(service.engine.batcher, "fair_shares", broken_fair_shares)
     model, batcher = gated_batcher(100)
     model.gate.set()
     reason = "compute thread died: RuntimeError: broken share"

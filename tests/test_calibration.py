@@ -11,10 +11,11 @@ from checkpoints import write_checkpoint
 from torch import nn
 
 from models import load_checkpoint
-from service.calibration import CANDIDATE_CHUNK_ROWS, ChunkTiming, calibrate, choose_chunk_rows
-from service.executor import EagerExecutor, Executor, Float32Array, Outputs
-from service.executor_factory import build_executor
-from service.selftest import run_self_test
+from service.engine.calibration import CANDIDATE_CHUNK_ROWS, ChunkTiming, calibrate, choose_chunk_rows
+from service.engine.executor import EagerExecutor
+from service.engine.executor_factory import build_executor
+from service.engine.types import Executor, Float32Array, Outputs
+from service.guarantee.selftest import run_self_test
 from service.settings import Settings
 
 
@@ -112,12 +113,13 @@ def test_auto_builds_the_chosen_chunk_and_its_self_test_uses_it(tmp_path: Path) 
 
 def test_auto_and_numbers_parse_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INVARIANT_CHUNK_ROWS", "auto")
-    assert Settings().chunk_rows == "auto"
+    assert Settings.from_environment().chunk_rows == "auto"
     monkeypatch.setenv("INVARIANT_CHUNK_ROWS", "48")
-    assert Settings().chunk_rows == 48
+    assert Settings.from_environment().chunk_rows == 48
     monkeypatch.setenv("INVARIANT_CHUNK_ROWS", "fast")
     with pytest.raises(ValueError, match="chunk_rows"):
-        Settings()
+        Settings.from_environment()
+    assert Settings().chunk_rows is None  # a plain Settings(...) never reads the environment
 
 
 def test_a_calibrated_executor_answers_like_a_fixed_one_of_the_same_chunk(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from service.auth import auth_enabled, key_weakness, read_keys, startup_problem
+from service.http.auth import auth_enabled, key_weakness, read_keys, startup_problem
 from service.keygen import KEY_FILES
 from service.settings import Settings
 

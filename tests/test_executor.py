@@ -13,10 +13,11 @@ from torch import nn
 from variable_shape_executor import VariableShapeExecutor
 
 from models import CNNConfig, MLPConfig, build_model
-from service.executor import ChunkResult, EagerExecutor, Float32Array, TracedCpuExecutor
-from service.probe import probe_batch_sizes
-from service.selftest import FRESH_THREAD_CASE, run_on_new_thread, run_self_test
-from service.verify import ModelRefused, check_inference_mode, check_weights
+from service.engine.executor import EagerExecutor, TracedCpuExecutor
+from service.engine.types import ChunkResult, Float32Array
+from service.guarantee.probe import probe_batch_sizes
+from service.guarantee.selftest import FRESH_THREAD_CASE, run_on_new_thread, run_self_test
+from service.guarantee.verify import ModelRefused, check_inference_mode, check_weights
 
 CONFIG = MLPConfig(in_features=64, num_classes=10, hidden=(256, 256), norm="batch", dropout=0.2)
 

@@ -17,15 +17,16 @@ from torch import nn
 from variable_shape_executor import VariableShapeExecutor, variable_shape
 
 from models import load_checkpoint
-from service.app import create_app
-from service.executor import EagerExecutor, Executor, TracedCpuExecutor
-from service.executor_factory import PlacementError, build_executor, resolve_placement
-from service.loader import ServedModel
-from service.metrics import Metrics
-from service.registry import ModelRegistry
-from service.selftest import run_self_test
+from service.engine.executor import EagerExecutor, TracedCpuExecutor
+from service.engine.executor_factory import PlacementError, build_executor, resolve_placement
+from service.engine.types import Executor
+from service.guarantee.selftest import run_self_test
+from service.guarantee.verify import ModelRefused, check_inference_mode
+from service.http.app import create_app
+from service.lifecycle.loader import ServedModel
+from service.lifecycle.registry import ModelRegistry
+from service.observability.metrics import Metrics
 from service.settings import Settings
-from service.verify import ModelRefused, check_inference_mode
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_CUDA = not torch.cuda.is_available()
@@ -120,7 +121,7 @@ def test_the_injected_executor_serves_after_the_real_one_passed_the_self_test(tm
     served = asyncio.run(serve())
     assert served.self_test.passed
     assert isinstance(served.batcher.executor, VariableShapeExecutor)  # what the bench serves through
-    assert served.executor["executor"] == "variable-shape (bench only)"  # and the metadata says so
+    assert served.execution["executor"] == "variable-shape (bench only)"  # and the metadata says so
 
 
 def test_inference_mode_checks_run_in_bfloat16(tmp_path: Path) -> None:
@@ -148,7 +149,7 @@ def gpu_executor(tmp_path: Path, dtype: str, chunk_rows: int = 16) -> Executor:
 @needs_cuda
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_cuda_graph_executor_passes_its_self_test_and_matches_eager(tmp_path: Path, dtype: str) -> None:
-    from service.executor_cuda import CudaGraphExecutor
+    from service.engine.executor_cuda import CudaGraphExecutor
 
     executor = gpu_executor(tmp_path, dtype)
     assert isinstance(executor, CudaGraphExecutor)

@@ -21,7 +21,7 @@ import pytest
 from conftest import RunningServer, start_server, stop_server
 from gated_service import Gate
 
-from service.metrics import workers_of
+from service.observability.metrics import workers_of
 
 ROW = [0.25 * i - 2.0 for i in range(16)]
 

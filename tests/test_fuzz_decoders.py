@@ -20,12 +20,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from models import InputSpec
-from service.binary import split_body
 from service.errors import BadRequest
-from service.http import parse_json_object
-from service.v1 import decode_instances
-from service.v2 import input_rows as decode_v2
-from service.v2 import requested_outputs
+from service.protocols.v1 import parse_predict
+from service.protocols.v2 import parse_infer
+from service.protocols.wire import parse_json_object
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6")) * 50
 FIXED_SEED = settings(
@@ -96,7 +94,7 @@ def test_v1_instances_decode_or_get_400(data: st.DataObject, shape: tuple[int, .
     body = data.draw(st.sampled_from([{"instances": instances}, {"rows": instances}, instances]))
     spec = InputSpec(shape, feature_names=feature_names(shape))
     count = len(instances) if isinstance(instances, list) else -1  # only a list of instances may decode
-    decodes_or_gets_400(lambda: decode_instances(parse_json_object(json_bytes(body)), spec), shape, count)
+    decodes_or_gets_400(lambda: parse_predict(json_bytes(body), "m", None).rows.decode(spec), shape, count)
 
 
 def v2_tensor(shape: tuple[int, ...], count: int) -> st.SearchStrategy[dict[str, Any]]:
@@ -125,10 +123,8 @@ def test_v2_json_tensors_decode_or_get_400(data: st.DataObject, shape: tuple[int
     )
     body |= data.draw(extras)
 
-    def decode() -> Any:
-        parsed = parse_json_object(json_bytes(body))
-        requested_outputs(parsed)
-        return decode_v2(parsed, b"", shape)
+    def decode() -> Any:  # the whole request parses (outputs and id included) before the rows decode
+        return parse_infer(json_bytes(body), None, "m", None).request.rows.decode(InputSpec(shape))
 
     decodes_or_gets_400(decode, shape, count)
 
@@ -151,8 +147,7 @@ def test_v2_binary_tensors_decode_or_get_400(data: st.DataObject, shape: tuple[i
     declared = data.draw(st.sampled_from([str(len(header)), str(len(header) + 3), "0", "-1", "x", "²", None]))
 
     def decode() -> Any:
-        json_part, rest = split_body(header + binary, declared)
-        return decode_v2(parse_json_object(json_part), rest, shape)
+        return parse_infer(header + binary, declared, "m", None).request.rows.decode(InputSpec(shape))
 
     decodes_or_gets_400(decode, shape, count)
 

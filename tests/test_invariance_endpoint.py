@@ -18,9 +18,9 @@ from checkpoints import write_checkpoint
 from conftest import RunningServer, start_server, stop_server
 
 from models import MLPConfig, load_checkpoint
-from service.executor import TracedCpuExecutor
-from service.probe import FINITE_CO_ROW_KINDS
-from service.probe_http import ProbeClient, check_invariance
+from service.engine.executor import TracedCpuExecutor
+from service.guarantee.probe import FINITE_CO_ROW_KINDS
+from service.guarantee.probe_http import ProbeClient, check_invariance
 
 # Digits-sized MLP with BatchNorm and dropout, as users train it.
 WIDE = MLPConfig(in_features=64, num_classes=10, hidden=(256, 256), norm="batch", dropout=0.2)
@@ -51,7 +51,7 @@ def float32_bits(values: list[float]) -> bytes:
 def test_row_is_bitwise_identical_alone_and_at_every_position_of_every_batch(
     wide_server: tuple[RunningServer, Path],
 ) -> None:
-    """The one probe (service/probe.py) over HTTP, with C from the server's metadata."""
+    """The one probe (service/guarantee/probe.py) over HTTP, with C from the server's metadata."""
     server, _ = wide_server
     client = ProbeClient(server.url)
     model = client.model("wide")

@@ -1,5 +1,5 @@
-"""Model metadata (service/metadata.py): the same object in V2 metadata `parameters` and on the V1 model route,
-with the architecture config, classes, features and training summary from the manifest."""
+"""Model metadata (service/protocols/metadata.py): the same object in V2 metadata `parameters` and on the V1
+model route, with the architecture config, classes, features and training summary from the manifest."""
 
 from __future__ import annotations
 

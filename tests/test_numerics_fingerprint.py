@@ -8,8 +8,8 @@ from pathlib import Path
 
 from conftest import RunningServer, start_server, stop_server
 
-from service.numerics import fingerprint_of
-from service.numerics_env import PORTABLE_ENVIRONMENT
+from service.engine.numerics import fingerprint_of
+from service.engine.numerics_env import PORTABLE_ENVIRONMENT
 
 
 def metadata_parameters(server: RunningServer, name: str = "tiny") -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""The one probe (service/probe.py): its batch-size rule and comparison, and the HTTP check
+"""The one probe (service/guarantee/probe.py): its batch-size rule and comparison, and the HTTP check
 (deploy/invariance_check.py, the script the docker deployment test runs) against the shared test server."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, RunningServer
 
-from service.probe import (
+from service.guarantee.probe import (
     CO_ROW_KINDS,
     FINITE_CO_ROW_KINDS,
     Float32Array,
@@ -20,7 +20,7 @@ from service.probe import (
     probe_cases,
     run_probe,
 )
-from service.probe_http import ProbeClient, check_invariance, check_v2_matches_v1, replica_digest
+from service.guarantee.probe_http import ProbeClient, check_invariance, check_v2_matches_v1, replica_digest
 
 WEIGHTS = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
 

@@ -24,8 +24,8 @@ from repository_helpers import entry, index, states, until_state, wait_for, writ
 from tritonclient.utils import InferenceServerException
 
 from models.checkpoint import NOT_A_VERSION
-from service.metrics import Metrics
-from service.registry import ModelRegistry
+from service.lifecycle.registry import ModelRegistry
+from service.observability.metrics import Metrics
 from service.settings import Settings
 
 POLL = ("--poll-interval-s", "0.1")

@@ -149,6 +149,6 @@ def test_help_lists_choices_ranges_and_defaults_and_no_bench_switch(serve: Calla
 def test_the_cli_and_its_settings_import_no_torch() -> None:
     """--portable-numerics sets MKL_CBWR, ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA in the CLI, which only
     works while torch is not imported yet (it reads them at import)."""
-    probe = "import sys, service.cli, service.settings, service.auth; print('torch' in sys.modules)"
+    probe = "import sys, service.cli, service.settings, service.http.auth; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

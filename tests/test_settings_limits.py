@@ -12,28 +12,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
 from checkpoints import write_checkpoint
 from pydantic import ValidationError
 
 from service.cli import main
+from service.dataplane import CallRecord, DataPlane, InferRequest, NestedRows
 from service.errors import NotReady
-from service.inference import Admission, Inference
-from service.loader import ServedModel
-from service.metrics import Metrics
-from service.registry import ModelRegistry
+from service.http import server
+from service.lifecycle.loader import ServedModel
+from service.lifecycle.registry import ModelRegistry
+from service.lifecycle.snapshot import IndexEntry, NotServing, State
+from service.observability.metrics import Metrics
 from service.settings import Settings
-from service.snapshot import IndexEntry, NotServing, State
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """main() passes flags on as INVARIANT_* variables (for worker processes): keep them out of other tests."""
+    """The CLI reads INVARIANT_* variables: none from the test runner's environment."""
     for key in [key for key in os.environ if key.startswith("INVARIANT_")]:
         monkeypatch.delenv(key)
     yield
-    for key in [key for key in os.environ if key.startswith("INVARIANT_")]:
-        del os.environ[key]
+    assert not [key for key in os.environ if key.startswith("INVARIANT_")]  # main() writes none
 
 
 @pytest.mark.parametrize(
@@ -58,7 +57,7 @@ def test_numeric_flag_out_of_range_is_refused_naming_the_flag(
     def never_serve(*_args: object, **_kwargs: object) -> None:
         raise AssertionError(f"the server started with {flag} {value}")
 
-    monkeypatch.setattr(uvicorn, "run", never_serve)
+    monkeypatch.setattr(server, "serve", never_serve)
     with pytest.raises(SystemExit) as exited:
         main([flag, value, "--repository", "/nonexistent"])
     message = capsys.readouterr().err
@@ -82,8 +81,8 @@ def test_a_dead_compute_thread_makes_the_model_not_ready_with_its_reason(
     metrics = Metrics(32)
     restarts: list[str] = []
     registry = ModelRegistry(settings, metrics, on_fatal=restarts.append)
-    inference = Inference(registry, settings, metrics)
-    rows = np.full((1, 16), 0.5, dtype=np.float32)
+    plane = DataPlane(registry, settings)
+    request = InferRequest("tiny", None, NestedRows(np.full((1, 16), 0.5).tolist()), 64)
     reason = "compute thread died: OverflowError: timestamp out of range for platform time_t"
 
     async def scenario() -> tuple[NotServing | ServedModel, list[IndexEntry]]:
@@ -93,10 +92,10 @@ def test_a_dead_compute_thread_makes_the_model_not_ready_with_its_reason(
             # The fault the unvalidated `--max-queue-delay-ms inf` caused: the fill wait overflows, the thread dies.
             served.batcher.max_queue_delay_s = math.inf
             with pytest.raises(NotReady, match=f"model 'tiny' version 1 is not served: {reason}"):
-                await inference.predict("v1", "tiny", None, lambda _: rows, Admission(64, lambda _: 1))
+                await plane.infer(request, CallRecord("v1"))
             await asyncio.sleep(0.1)  # the registry hears of it on the event loop
             with pytest.raises(NotReady, match=f"model 'tiny' version 1 is not served: {reason}"):
-                await inference.predict("v1", "tiny", None, lambda _: rows, Admission(64, lambda _: 1))
+                await plane.infer(request, CallRecord("v1"))
             return registry.find("tiny"), await registry.index()
         finally:
             await registry.close()

@@ -26,7 +26,7 @@ from training.options import resolve_options
 from training.run import run_training
 
 if TYPE_CHECKING:
-    from service.executor import Executor
+    from service.engine.types import Executor
 
 NORM_TASK_DIM = 8
 NORM_TASK_CLASSES = ("small", "medium", "large")
@@ -133,7 +133,7 @@ def minibatch_dependence(run: Run, batch_sizes: tuple[int, ...], chunk_rows: int
     """Label each validation row at every batch size, in train mode and through the service's executor."""
     # The server's own executor: eval mode on the fixed execution shape (imported here, not at module level:
     # training does not otherwise depend on the service).
-    from service.executor_factory import build_executor
+    from service.engine.executor_factory import build_executor
     from service.settings import Settings
 
     # Every batch size divides the largest and N: no batch of one row (train-mode BatchNorm refuses it).

@@ -1,0 +1,395 @@
+"""Dynamic batching onto the fixed-shape executor.
+
+Requests for one model version queue up here; a compute thread fills each chunk of C rows fairly from the
+waiting requests (each gets an equal share, a large request spans chunks, small ones share a chunk, so a
+1-row request never waits behind a large one's thousands of rows), runs one fixed-shape forward, and
+scatters each row's outputs back to the request that owns it. Rows are identified by (request, offset),
+never by position in the chunk, so a result cannot reach another client.
+
+Placement (decided per model at load, see `choose_placement`): "thread" runs chunks on the batcher's own
+compute thread; "loop" runs them on the event loop's thread itself, for models whose C-row forward is
+shorter than a thread hand-off (the rows of every request that arrived in one loop turn share chunks; a turn
+runs chunks for at most TURN_BUDGET_S, then yields, so a large request never holds the loop longer). Both
+placements share the queue, the fair shares, the bounds, timeouts, cancellation, audits and metrics.
+
+If the compute thread (or a loop turn) dies for any reason, the batcher fails every waiting request at once,
+refuses new ones, and reports the reason through `on_failure` (the registry then stops serving the model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.engine.types import Executor, Float32Array, Outputs
+from service.errors import NotReady, Overloaded, PayloadTooLarge, RequestTimeout
+from service.observability.metrics import Metrics
+
+log = logging.getLogger("invariant.batcher")
+AUDIT_BACKLOG = 256
+PLACEMENTS = ("thread", "loop")
+TURN_BUDGET_S = 0.002  # loop placement: chunks one event-loop turn may run before it yields to other work
+
+
+@dataclass(eq=False)
+class _Request:
+    rows: Float32Array  # (n, *input_shape)
+    future: asyncio.Future[Outputs]
+    loop: asyncio.AbstractEventLoop
+    enqueued_at: float
+    results: Outputs
+    taken: int = 0  # rows handed to the compute thread so far
+    finished: int = 0  # rows whose outputs are stored
+    cancelled: bool = False
+
+    @property
+    def remaining(self) -> int:
+        return self.rows.shape[0] - self.taken
+
+
+@dataclass
+class _Piece:
+    request: _Request
+    start: int
+    stop: int
+
+
+class Batcher:
+    def __init__(
+        self,
+        executor: Executor,
+        labels: tuple[str, str],
+        metrics: Metrics,
+        max_queue_rows: int,
+        max_queue_delay_s: float = 0.0,
+        audit_fraction: float = 0.0,
+        on_failure: Callable[[str], None] | None = None,
+        placement: str = "thread",
+    ) -> None:
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+        self.placement = placement
+        self._on_loop = placement == "loop"
+        self._turn: asyncio.Handle | None = None  # loop placement: the scheduled turn, if any
+        self.executor = executor
+        self.chunk_rows = executor.chunk_rows
+        self.max_queue_rows = max_queue_rows
+        self.max_queue_delay_s = max_queue_delay_s
+        self.audit_fraction = audit_fraction
+        self._metrics = metrics
+        self._labels = labels
+        self._queue: deque[_Request] = deque()
+        self._queued_rows = 0
+        self._audits: deque[tuple[Float32Array, Outputs]] = deque(maxlen=AUDIT_BACKLOG)
+        self._random = random.Random(0)
+        self._wakeup = threading.Condition()
+        self._stopping = False
+        self._draining = False  # stop once the queue is empty (the version is being unloaded)
+        self._on_failure = on_failure
+        self.failure = ""  # why the compute thread died; "" while it runs
+        self._running: list[_Piece] = []  # the chunk being computed, failed too if the thread dies in it
+        # Children created up front so the audit series read 0, not absent, before the first audit.
+        metrics.audit_checks.labels(*labels)
+        metrics.audit_mismatches.labels(*labels)
+        self._thread = threading.Thread(target=self._compute_loop, name=f"batcher-{labels[0]}", daemon=True)
+        # Children resolved once: labels() costs a lock and a dict lookup per call.
+        self._queue_gauge = metrics.queue_rows.labels(*labels)
+        self._compute_hist = metrics.compute_seconds.labels(*labels)
+        self._chunk_hist = metrics.chunk_rows.labels(*labels)
+        self._padding_hist = metrics.padding_fraction.labels(*labels)
+        self._queue_hist = metrics.queue_seconds.labels(*labels)
+
+    def start(self) -> None:
+        if not self._on_loop:
+            self._thread.start()
+
+    def stop(self) -> None:
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify_all()
+        if not self._on_loop:
+            self._thread.join(timeout=5)
+
+    def drain_and_stop(self, timeout_s: float) -> bool:
+        """Answer every queued request, then stop the compute thread; True when it stopped in time.
+
+        The registry calls this after it stopped routing requests here, so the queue only shrinks.
+        """
+        with self._wakeup:
+            self._draining = True
+            self._wakeup.notify_all()
+            if self._on_loop:  # the loop's turns empty the queue; they notify after every chunk
+                return self._wakeup.wait_for(lambda: not self._queued_rows or bool(self.failure), timeout_s)
+        self._thread.join(timeout=timeout_s)
+        return not self._thread.is_alive()
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    def admit(self, count: int) -> None:
+        """Raise what submit() would for `count` rows (413, 503) without them: used before decoding."""
+        if self.failure:
+            raise NotReady(f"model {self._labels[0]!r} version {self._labels[1]} is not served: {self.failure}")
+        if count > self.max_queue_rows:  # could never be queued: retrying would not help, unlike a full queue
+            raise PayloadTooLarge(f"request has {count} rows, more than max_queue_rows={self.max_queue_rows}")
+        if self._queued_rows + count > self.max_queue_rows:
+            raise Overloaded(f"queue full: {self._queued_rows} rows waiting (max_queue_rows={self.max_queue_rows})")
+
+    async def submit(self, rows: Float32Array, timeout_s: float) -> Outputs:
+        """Queue rows (n, *input_shape); resolves with their outputs, or raises Overloaded/RequestTimeout."""
+        loop = asyncio.get_running_loop()
+        count = rows.shape[0]
+        request = _Request(rows, loop.create_future(), loop, time.perf_counter(), _empty_outputs(count, self))
+        with self._wakeup:
+            if self._draining or self._stopping:
+                raise NotReady("this model version is being unloaded; retry to reach the version now served")
+            self.admit(count)
+            self._queue.append(request)
+            self._set_queued(self._queued_rows + count)
+            self._wakeup.notify()
+        if self._on_loop and self._turn is None:
+            self._schedule_turn(loop)
+        # One timer on the request's own future instead of wait_for(shield(...)): no extra task or future.
+        timer = loop.call_later(timeout_s, self._expire, request, timeout_s)
+        try:
+            return await request.future
+        except asyncio.CancelledError:  # the client went away: free its rows
+            self._cancel(request)
+            raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, request: _Request, timeout_s: float) -> None:
+        if request.future.done():
+            return
+        self._cancel(request)
+        request.future.set_exception(
+            RequestTimeout(f"no answer within {timeout_s:g} s; the request's rows were dropped")
+        )
+
+    def _cancel(self, request: _Request) -> None:
+        with self._wakeup:
+            if not request.cancelled:
+                request.cancelled = True
+                self._set_queued(self._queued_rows - request.remaining)
+
+    def _set_queued(self, rows: int) -> None:
+        self._queued_rows = rows
+        self._queue_gauge.set(rows)
+
+    def _schedule_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Loop placement: run a turn after the callbacks already due, so requests that arrived in the same
+        loop iteration share its chunks (or after max_queue_delay, if set, while the chunk is not full)."""
+        delay = self.max_queue_delay_s if self._queued_rows < self.chunk_rows else 0.0
+        self._turn = loop.call_later(delay, self._loop_turn) if delay > 0 else loop.call_soon(self._loop_turn)
+
+    def _loop_turn(self) -> None:
+        """Loop placement: chunks for at most TURN_BUDGET_S (at least one), then yield; again while rows wait."""
+        self._turn = None
+        try:
+            deadline = time.perf_counter() + TURN_BUDGET_S
+            while self._queued_rows and not self._stopping:
+                with self._wakeup:
+                    pieces = self._share(self._take_waiting())
+                self._running = pieces
+                self._run_chunk(pieces)
+                self._running = []
+                if self._draining:
+                    with self._wakeup:
+                        self._wakeup.notify_all()
+                if time.perf_counter() >= deadline:
+                    break  # yield: other requests' callbacks run, then the next turn
+            if self._audits and not self._queued_rows and not self._draining and not self._stopping:
+                self._audit_one()  # one per turn, only when no request waits
+        except Exception as exc:  # what would kill a compute thread: the model must say so
+            self._fail(f"compute failed on the event loop: {type(exc).__name__}: {exc}")
+            log.critical("model %s version %s: %s", *self._labels, self.failure, exc_info=exc)
+            return
+        if (self._queued_rows or self._audits) and not self._stopping and self._turn is None:
+            self._turn = asyncio.get_running_loop().call_soon(self._loop_turn)
+
+    def _compute_loop(self) -> None:
+        try:
+            self._serve_chunks()
+        except BaseException as exc:  # whatever ends the thread (a bug, MemoryError), the model must say so
+            self._fail(f"compute thread died: {type(exc).__name__}: {exc}")
+            log.critical("model %s version %s: %s", *self._labels, self.failure, exc_info=exc)
+
+    def _fail(self, reason: str) -> None:
+        """Fail every waiting request now (503 rather than a 504 much later), refuse new ones, report."""
+        with self._wakeup:
+            self.failure = reason
+            waiting = list(self._queue) + [piece.request for piece in self._running]
+            self._queue = deque()
+            self._set_queued(0)
+        self._metrics.compute_failures.labels(*self._labels).inc()
+        error = NotReady(f"model {self._labels[0]!r} version {self._labels[1]} is not served: {reason}")
+        for request in waiting:
+            self._resolve(request, error)
+        if self._on_failure is not None:
+            self._on_failure(reason)
+
+    def _serve_chunks(self) -> None:
+        while True:
+            pieces = self._next_chunk()
+            if pieces is None:
+                return
+            if pieces:
+                self._running = pieces
+                self._run_chunk(pieces)
+                self._running = []
+            if self._audits and (not self._queued_rows or len(self._audits) >= AUDIT_BACKLOG // 2):
+                self._audit_one()
+
+    def _next_chunk(self) -> list[_Piece] | None:
+        """Up to C rows shared fairly by the waiting requests; [] when only audits are due; None when stopping."""
+        with self._wakeup:
+            while not self._queued_rows and not self._audits and not self._stopping and not self._draining:
+                self._wakeup.wait()
+            if self._stopping or (self._draining and not self._queued_rows):
+                return None  # a draining batcher skips pending audits: the version is going away
+            self._wait_for_fuller_chunk()
+            waiting = self._take_waiting()
+            try:
+                return self._share(waiting)
+            except BaseException:
+                # Back where _fail finds them, so they get its 503 now rather than a 504 at their timeout.
+                self._queue.extendleft(reversed(waiting))
+                raise
+
+    def _share(self, waiting: list[_Request]) -> list[_Piece]:
+        """The next chunk's pieces from the requests taken off the queue; requeues those with rows left."""
+        shares = fair_shares([request.remaining for request in waiting], self.chunk_rows)
+        pieces: list[_Piece] = []
+        for request, take in zip(waiting, shares, strict=True):
+            if take:
+                pieces.append(_Piece(request, request.taken, request.taken + take))
+                request.taken += take
+        # Round-robin: requests that got no rows keep their place at the head; those that still have rows
+        # after this chunk go to the back.
+        self._queue.extendleft(reversed([r for r, take in zip(waiting, shares, strict=True) if not take]))
+        self._queue.extend(r for r, take in zip(waiting, shares, strict=True) if take and r.remaining)
+        self._set_queued(self._queued_rows - sum(shares))
+        return pieces
+
+    def _take_waiting(self) -> list[_Request]:
+        """Up to C live requests from the head of the queue (at most C can share a chunk); drops dead ones."""
+        waiting: list[_Request] = []
+        while self._queue and len(waiting) < self.chunk_rows:
+            request = self._queue.popleft()
+            if not request.cancelled and request.remaining:
+                waiting.append(request)
+        return waiting
+
+    def _wait_for_fuller_chunk(self) -> None:
+        # Opt-in: a lone request waits up to max_queue_delay for company; 0 (default) never waits.
+        if self.max_queue_delay_s <= 0 or not self._queue:
+            return
+        deadline = self._queue[0].enqueued_at + self.max_queue_delay_s
+        while self._queued_rows < self.chunk_rows and not self._stopping:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return
+            self._wakeup.wait(left)
+
+    def _run_chunk(self, pieces: list[_Piece]) -> None:
+        started = time.perf_counter()
+        rows = np.concatenate([p.request.rows[p.start : p.stop] for p in pieces])  # (k <= C, *input_shape)
+        try:
+            outputs = self.executor.run(rows)
+        except Exception as exc:  # a model error fails its requests, never the compute thread
+            log.exception("chunk failed")
+            for piece in pieces:
+                self._resolve(piece.request, exc)
+            return
+        finished = time.perf_counter()
+        self._record_chunk(pieces, rows.shape[0], started, finished)
+        offset = 0
+        for piece in pieces:
+            self._scatter(piece, outputs, offset)
+            offset += piece.stop - piece.start
+
+    def _scatter(self, piece: _Piece, outputs: Outputs, offset: int) -> None:
+        request, count = piece.request, piece.stop - piece.start
+        target, source = request.results, slice(offset, offset + count)
+        target.logits[piece.start : piece.stop] = outputs.logits[source]
+        target.probabilities[piece.start : piece.stop] = outputs.probabilities[source]
+        target.class_index[piece.start : piece.stop] = outputs.class_index[source]
+        request.finished += count
+        if request.finished == request.rows.shape[0]:
+            self._resolve(request, target)
+            self._sample_for_audit(request)
+
+    def _record_chunk(self, pieces: list[_Piece], rows: int, started: float, finished: float) -> None:
+        self._compute_hist.observe(finished - started)
+        self._chunk_hist.observe(rows)
+        self._padding_hist.observe(1 - rows / self.chunk_rows)
+        for piece in pieces:
+            if piece.start == 0:
+                self._queue_hist.observe(started - piece.request.enqueued_at)
+
+    def _resolve(self, request: _Request, result: Outputs | BaseException) -> None:
+        if self._on_loop:  # already on the request's loop: no hand-off
+            _settle(request, result)
+        else:
+            request.loop.call_soon_threadsafe(_settle, request, result)
+
+    def _sample_for_audit(self, request: _Request) -> None:
+        if self.audit_fraction <= 0:
+            return
+        for index in range(request.rows.shape[0]):
+            if self._random.random() < self.audit_fraction:
+                self._audits.append((request.rows[index : index + 1].copy(), request.results.row(index)))
+
+    def _audit_one(self) -> None:
+        """Re-run one served row alone (padded to C like every forward) and compare its bits."""
+        row, served = self._audits.popleft()
+        alone = self.executor.run(row)
+        self._metrics.audit_checks.labels(*self._labels).inc()
+        if not alone.bitwise_equal(served):
+            self._metrics.audit_mismatches.labels(*self._labels).inc()
+            log.error("AUDIT MISMATCH model=%s version=%s: a served row differs from the row alone", *self._labels)
+
+
+def fair_shares(remaining: list[int], free: int) -> list[int]:
+    """Rows each request gets in a chunk of `free` rows: equal shares (in queue order when they do not
+    divide), a request needing less than its share leaves the rest to the others. Sums to min(free, total)."""
+    shares = [0] * len(remaining)
+    hungry = [i for i, rows in enumerate(remaining) if rows]
+    while free and hungry:
+        share = max(1, free // len(hungry))
+        for i in hungry:
+            give = min(share, remaining[i] - shares[i], free)
+            shares[i] += give
+            free -= give
+            if not free:
+                break
+        hungry = [i for i in hungry if shares[i] < remaining[i]]
+    return shares
+
+
+def _empty_outputs(count: int, batcher: Batcher) -> Outputs:
+    classes = batcher.executor.num_classes
+    return Outputs(
+        np.empty((count, classes), dtype=np.float32),
+        np.empty((count, classes), dtype=np.float32),
+        np.empty((count,), dtype=np.int64),
+    )
+
+
+def _settle(request: _Request, result: Outputs | BaseException) -> None:
+    if request.future.done():
+        return  # timed out meanwhile
+    if isinstance(result, BaseException):
+        request.future.set_exception(result)
+    else:
+        request.future.set_result(result)

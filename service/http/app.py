@@ -1,0 +1,105 @@
+"""The app factory: `create_app(settings)` wires every part once, from one `Settings` value, into the ASGI
+app uvicorn runs. No work at import, and nothing here reads the environment.
+
+    registry (lifecycle) -> data plane -> protocol handlers -> route table -> dispatcher (+ lifespan)
+
+Models load and self-test in the lifespan, before the process accepts connections. With several workers
+sharing one socket, a worker still loading accepts nothing, so no request lands on a process whose models
+are not verified yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass
+
+from starlette.types import Receive, Scope, Send
+
+from service import __version__
+from service.dataplane import DataPlane
+from service.engine.executor_factory import resolve_placement
+from service.engine.numerics import pin_numerics
+from service.engine.numerics_env import portable_numerics_missing
+from service.http.auth import Guard
+from service.http.dispatch import Dispatcher
+from service.http.docs import DocsApi
+from service.http.openapi import build_openapi
+from service.http.protocol import LIMITS_KEY, ConnectionLimits
+from service.http.routes import Route, route_table
+from service.lifecycle.registry import ModelRegistry, ServingExecutorFactory
+from service.observability.metrics import Metrics
+from service.settings import Settings
+
+log = logging.getLogger("invariant.app")
+EXIT_COMPUTE_FAILED = 70  # EX_SOFTWARE
+
+
+@dataclass(frozen=True)
+class App:
+    """The ASGI application: the dispatcher, and the parts tests and the bench may look at."""
+
+    dispatcher: Dispatcher
+    settings: Settings
+    registry: ModelRegistry
+    plane: DataPlane
+    routes: tuple[Route, ...]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.dispatcher(scope, receive, send)
+
+
+def create_app(settings: Settings, executor_factory: ServingExecutorFactory | None = None) -> App:
+    """`executor_factory` is for the bench only: it serves through another executor once the model has
+    passed its self-test (see ServingExecutorFactory); no setting reaches it."""
+    resolve_placement(settings.device, settings.dtype)  # a device/dtype this machine cannot honour fails here
+    missing = portable_numerics_missing(os.environ) if settings.portable_numerics else []
+    if missing:
+        raise RuntimeError(
+            f"portable numerics need {' '.join(missing)} in the environment before torch is imported: start the "
+            "server with `python -m service --portable-numerics` (the CLI sets them) or set them yourself"
+        )
+    metrics = Metrics(settings.chunk_rows if isinstance(settings.chunk_rows, int) else None)
+    registry = ModelRegistry(settings, metrics, executor_factory, on_fatal=request_restart)
+    plane = DataPlane(registry, settings)
+    docs = DocsApi()
+    routes = route_table(plane, metrics, settings, docs)
+    docs.document = build_openapi(routes, __version__)
+    dispatcher = Dispatcher(routes, Guard(settings), metrics, Lifespan(settings, registry), plane.call_record)
+    return App(dispatcher, settings, registry, plane, routes)
+
+
+class Lifespan:
+    """ASGI lifespan: pin numerics and load every model before the server accepts a connection; on shutdown
+    drain and stop, then exit non-zero if a compute thread died (so a supervisor starts a fresh process)."""
+
+    def __init__(self, settings: Settings, registry: ModelRegistry) -> None:
+        self.settings = settings
+        self.registry = registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        try:
+            pin_numerics(self.settings.threads)
+            await self.registry.start()
+        except BaseException as exc:
+            await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+            raise
+        if "state" in scope:  # uvicorn hands this dict to every connection's protocol object
+            scope["state"][LIMITS_KEY] = ConnectionLimits.of(self.settings)
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        await self.registry.close()
+        if self.registry.fatal:  # drained; exit non-zero so that a supervisor starts a fresh process
+            log.critical("exiting with status %d after: %s", EXIT_COMPUTE_FAILED, self.registry.fatal)
+            logging.shutdown()
+            os._exit(EXIT_COMPUTE_FAILED)
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def request_restart(reason: str) -> None:
+    """A compute thread died: shut down gracefully (SIGTERM, as a supervisor would), then exit non-zero
+    (lifespan), so that uvicorn's worker supervisor, docker or systemd starts a fresh process."""
+    log.critical("stopping the process so that its supervisor restarts it: %s", reason)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,129 @@
+"""The dispatcher: the ASGI application uvicorn runs, and the one way in for every request.
+
+Per request, in this order and nowhere else: match the route table (routes.py) -> check the key for the
+route's access level (auth.py) -> 405/404 -> call the row's handler -> render any error as {"error": ...} ->
+count inference calls with the status actually sent -> compress the answer if asked. There is no framework
+router or middleware stack around it: those cost more per request than decoding and batching a row (about
+half of the event loop's time in the py-spy profile of the benchmark), and a second router over the same
+table could disagree with this one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.dataplane import CallRecord
+from service.errors import MethodNotAllowed, NotFound, ServiceError
+from service.http.auth import Guard
+from service.http.routes import Route
+from service.observability.metrics import Metrics
+from service.protocols.compression import compressing
+from service.protocols.wire import CALL_KEY, error_response, json_response
+
+log = logging.getLogger("invariant.dispatch")
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        guard: Guard,
+        metrics: Metrics,
+        lifespan: ASGIApp,
+        call_record: Callable[[str, str], CallRecord],
+    ) -> None:
+        self.routes = tuple(routes)
+        self.call_record = call_record  # (protocol, model name in the path) -> the call's metric labels
+        self.guard = guard
+        self.metrics = metrics
+        self.lifespan = lifespan
+        # Starlette's own path compiler: "{name}" matches one path segment.
+        self._patterns: list[tuple[str, re.Pattern[str], Route]] = [
+            (r.path, compile_path(r.path)[0], r) for r in self.routes
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, compressing(scope, send))
+        elif kind == "lifespan":
+            await self.lifespan(scope, receive, send)
+        else:  # websocket: no route speaks it; refused before anything reads it
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route, params, allowed = self.match(scope["method"], _route_path(scope))
+        refusal = self.guard.refusal(scope, route.access if route else None)  # before 404/405: reveals nothing
+        if route is None or refusal is not None:
+            await (refusal or _no_route(allowed))(scope, receive, send)
+            return
+        scope["path_params"] = params
+        request = Request(scope, receive)
+        if route.protocol is None:
+            response = await _respond(route, request)
+        else:
+            response = await self._infer(route, route.protocol, request, params.get("name", ""))
+        await response(scope, receive, send)
+
+    async def _infer(self, route: Route, protocol: str, request: Request, name: str) -> Response:
+        call = request.scope[CALL_KEY] = self.call_record(protocol, name)
+        started = time.perf_counter()
+        response = await _respond(route, request)
+        self.metrics.record_request(call.name, call.version, protocol, response.status_code, started)
+        return response
+
+    def match(self, method: str, path: str) -> tuple[Route | None, dict[str, Any], list[str]]:
+        """(route, path parameters, []) for the route serving (method, path); (None, {}, methods) when the path
+        is served for other methods only (405); (None, {}, []) when no route serves it (404).
+
+        The first path template in table order that matches owns the path: "/v1/models/tiny:predict" belongs
+        to predict (so GET gets 405) although "/v1/models/{name}" would also match it.
+        """
+        owner: str | None = None
+        params: dict[str, Any] = {}
+        allowed: list[str] = []
+        for template, pattern, route in self._patterns:
+            if owner is None:
+                found = pattern.match(path)
+                if found is None:
+                    continue
+                owner, params = template, found.groupdict()
+            if template != owner:
+                continue
+            if route.method == method or (method == "HEAD" and route.method == "GET"):
+                return route, params, []
+            allowed += [route.method, "HEAD"] if route.method == "GET" else [route.method]
+        return None, {}, allowed
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the table matches: without the root path a proxy mounts the server under."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _no_route(allowed: list[str]) -> Response:
+    if allowed:  # the path is served, not for this method
+        return error_response(MethodNotAllowed("Method Not Allowed", {"Allow": ", ".join(allowed)}))
+    return error_response(NotFound("Not Found"))
+
+
+async def _respond(route: Route, request: Request) -> Response:
+    """The handler's answer, or its error rendered as {"error": ...} with the error's status."""
+    try:
+        return await route.handler(request)
+    except ServiceError as exc:
+        return error_response(exc)
+    except Exception:
+        log.exception("unhandled error on %s %s", route.method, route.path)  # the template: no client input
+        return json_response({"error": "internal server error"}, 500)

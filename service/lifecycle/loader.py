@@ -1,0 +1,208 @@
+"""The loader: a version directory becomes either a `Verified` model or a `Refusal` with its reason.
+
+Flow: checkpoint (models/) -> verify weights -> eval() -> executor -> inference-mode checks -> self-test.
+A pure function of the directory and the settings: it starts no thread (the registry turns a `Verified`
+into a `ServedModel` by starting its batcher). Runs off the event loop (the registry calls it in a thread).
+The directory's stamp (file names, sizes, mtimes) is taken before and after: files that change while they
+are read refuse the version for now, and the registry retries it once the stamp moves again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models import CheckpointError, IgnoredEntry, Manifest, list_model_dirs, load_checkpoint, scan_versions
+from models.checkpoint import NAME_PATTERN
+from service.engine.batcher import Batcher
+from service.engine.calibration import best_chunk_seconds, choose_placement
+from service.engine.executor_factory import build_executor
+from service.engine.numerics import NumericsFingerprint, environment_report, numerics_fingerprint
+from service.engine.types import Executor
+from service.guarantee.selftest import SelfTestReport, run_self_test
+from service.guarantee.verify import ModelRefused, check_fingerprint, check_inference_mode, check_weights
+from service.observability.metrics import Metrics
+from service.settings import Settings
+
+log = logging.getLogger("invariant.registry")
+DirStamp = tuple[tuple[str, int, int], ...]  # (file name, size, mtime_ns) of each file, sorted
+# One load at a time per process: building a model draws from torch's global RNG, and the inference-mode
+# check proves a forward pass leaves that RNG alone, so two loads at once would refuse each other.
+_LOAD_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, eq=False)
+class ServedModel:
+    """A version that passed every check and serves; immutable, so a request holds one consistent view."""
+
+    name: str
+    version: int
+    path: Path
+    stamp: DirStamp
+    manifest: Manifest
+    batcher: Batcher
+    self_test: SelfTestReport
+    environment: dict[str, Any]
+    execution: dict[str, Any]  # the executor's describe(): kind, device, dtype, C
+    numerics: NumericsFingerprint  # X-Numerics-Fingerprint
+
+    @property
+    def sha256(self) -> str:
+        return self.manifest.weights_sha256
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a version does not serve; retried only once its files change (`stamp` differs)."""
+
+    reason: str
+    stamp: DirStamp
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A version that passed every check, with the executor that passed them; not serving yet."""
+
+    name: str
+    version: int
+    path: Path
+    stamp: DirStamp
+    manifest: Manifest
+    executor: Executor
+    self_test: SelfTestReport
+    environment: dict[str, Any]
+    numerics: NumericsFingerprint
+    forward_s: float  # the best of a few C-row forwards, measured after the self-test: decides placement
+
+
+def stamp_of(path: Path) -> DirStamp:
+    """What identifies the directory's current contents without reading them: cheap enough to poll."""
+    entries: list[tuple[str, int, int]] = []
+    try:
+        with os.scandir(path) as listing:
+            for entry in listing:
+                if entry.is_file(follow_symlinks=True):
+                    stat = entry.stat()
+                    entries.append((entry.name, stat.st_size, stat.st_mtime_ns))
+    except OSError:
+        return ()
+    return tuple(sorted(entries))
+
+
+def verify_version(name: str, version: int, path: Path, settings: Settings, metrics: Metrics) -> Verified | Refusal:
+    before = stamp_of(path)
+    started = time.perf_counter()
+    with _LOAD_LOCK:
+        try:
+            checked: _Checked | Refusal = _check(name, version, path, settings, metrics)
+        except (CheckpointError, ModelRefused) as exc:
+            checked = Refusal(_without_paths(str(exc), path, name, version), before)
+        except Exception as exc:  # an unexpected failure refuses this version, never the server
+            log.exception("loading %s failed", path)
+            checked = Refusal(_without_paths(f"internal error while loading: {exc!r}", path, name, version), before)
+    if isinstance(checked, _Checked) and stamp_of(path) != before:
+        checked = Refusal("files changed while they were read; retried when they change again", before)
+    _record(metrics, name, version, checked, time.perf_counter() - started)
+    if isinstance(checked, Refusal):
+        return checked
+    return Verified(
+        name, version, path, before, checked.manifest, checked.executor, checked.self_test, checked.environment,
+        checked.numerics, best_chunk_seconds(checked.executor),
+    )  # fmt: skip
+
+
+def start_serving(
+    verified: Verified, settings: Settings, metrics: Metrics, on_failure: Callable[[str], None] | None = None
+) -> ServedModel:
+    """Start the verified version's batcher (its compute thread); `on_failure(reason)` is called on that
+    thread if it dies. Called by the registry, which stops every batcher it started."""
+    labels = (verified.name, str(verified.version))
+    delay_s = settings.max_queue_delay_ms / 1000
+    placement = choose_placement(settings.placement, verified.forward_s, settings.loop_forward_bound_ms)
+    batcher = Batcher(
+        verified.executor, labels, metrics, settings.max_queue_rows, delay_s, settings.audit_fraction, on_failure,
+        placement,
+    )  # fmt: skip
+    batcher.start()
+    log.info(
+        "model %s version %d ready (sha256 %s, self-test %s in %.2f s, %.3f ms per %d-row forward: %s placement)",
+        verified.name, verified.version, verified.manifest.weights_sha256[:12], verified.self_test.summary(),
+        verified.self_test.seconds, verified.forward_s * 1000, verified.executor.chunk_rows, placement,
+    )  # fmt: skip
+    execution = {**verified.executor.describe(), "placement": placement, "forward_ms": verified.forward_s * 1000}
+    return ServedModel(
+        verified.name, verified.version, verified.path, verified.stamp, verified.manifest, batcher,
+        verified.self_test, verified.environment, execution, verified.numerics,
+    )  # fmt: skip
+
+
+def _without_paths(reason: str, path: Path, name: str, version: int) -> str:
+    """Reasons reach clients: they name the model's files, never where the server keeps them."""
+    for spelling in {str(path.resolve()), str(path)}:
+        reason = reason.replace(spelling, f"{name}/{version}")
+    return reason
+
+
+@dataclass(frozen=True)
+class _Checked:
+    manifest: Manifest
+    executor: Executor
+    self_test: SelfTestReport
+    environment: dict[str, Any]
+    numerics: NumericsFingerprint
+
+
+def _check(name: str, version: int, path: Path, settings: Settings, metrics: Metrics) -> _Checked:
+    """The version loaded, verified and self-tested; raises CheckpointError or ModelRefused with the reason."""
+    model, manifest = load_checkpoint(path)
+    check_weights(model)
+    model.eval().requires_grad_(False)  # inference only: no autograd state, no training-mode layers
+    executor = build_executor(model, manifest, settings)
+    check_inference_mode(executor.model, executor.input_shape, executor.device, executor.dtype, settings.self_test_seed)
+    environment = environment_report(executor.device)
+    self_test = run_self_test(executor, settings.self_test_seed)
+    labels = (name, str(version))
+    metrics.self_test_passed.labels(*labels).set(1 if self_test.passed else 0)
+    metrics.self_test_cases.labels(*labels).set(self_test.cases)
+    if not self_test.passed:
+        raise ModelRefused(f"self-test {self_test.summary()}")
+    numerics = numerics_fingerprint(executor.describe(), executor.device)
+    check_fingerprint(numerics.fingerprint, numerics.parts, settings.expect_fingerprint)
+    return _Checked(manifest, executor, self_test, environment, numerics)
+
+
+def _record(metrics: Metrics, name: str, version: int, result: _Checked | Refusal, seconds: float) -> None:
+    outcome = "refused" if isinstance(result, Refusal) else "ready"
+    metrics.loads.labels(name, outcome).inc()
+    metrics.load_seconds.labels(name).observe(seconds)
+    if isinstance(result, Refusal):
+        log.error("model %s version %d REFUSED: %s", name, version, result.reason)
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """One model directory as a scan saw it: version number -> stamp, and the ignored directories."""
+
+    versions: dict[int, DirStamp]
+    ignored: tuple[IgnoredEntry, ...]
+
+
+EMPTY_MODEL_DIR = ModelDir({}, ())
+
+
+def scan_model(repository: Path, name: str) -> ModelDir:
+    if not NAME_PATTERN.match(name):
+        return EMPTY_MODEL_DIR
+    versions, ignored = scan_versions(repository, name)
+    return ModelDir({number: stamp_of(path) for number, path in versions.items()}, tuple(ignored))
+
+
+def scan_repository(repository: Path) -> dict[str, ModelDir]:
+    """Every model directory: a listing and a stat per file, so it is cheap enough to run every poll."""
+    return {name: scan_model(repository, name) for name in list_model_dirs(repository)}

@@ -1,0 +1,79 @@
+"""KServe V1 protocol: `POST /v1/models/{name}:predict` with {"instances": [row, ...]}, each row a list of
+numbers or an object keyed by the model's feature names. Routes: service/http/routes.py.
+
+Flow of a predict: read the body (bounded) -> `parse_predict` (the whole request, before any lookup) ->
+the data plane -> `encode_predictions`. Large bodies parse and large answers encode beside the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.dataplane import Answer, DataPlane, InferRequest, NestedRows
+from service.dataplane.offload import OFFLOAD_BYTES, OFFLOAD_ROWS, beside_loop_if
+from service.errors import BadRequest
+from service.lifecycle.loader import ServedModel
+from service.protocols.metadata import model_parameters
+from service.protocols.wire import BodyReader, call_of, json_response, model_headers, parse_json_object
+
+
+class V1Api:
+    def __init__(self, plane: DataPlane, reader: BodyReader) -> None:
+        self.plane = plane
+        self.reader = reader
+
+    async def live(self, _request: Request) -> Response:
+        """KServe V1 liveness (the KServe SDK's `is_server_live`): the process answers."""
+        return json_response({"status": "alive"})
+
+    async def list_models(self, _request: Request) -> Response:
+        return json_response({"models": self.plane.names()})
+
+    async def model_status(self, request: Request) -> Response:
+        # KServe V1's {"name", "ready"}, plus the same metadata as V2's `parameters` (service/protocols/metadata.py).
+        name = request.path_params["name"]
+        found = self.plane.find(name)
+        answer = {"name": name, "ready": isinstance(found, ServedModel), "parameters": model_parameters(found)}
+        headers = model_headers(found, self.plane.replica) if isinstance(found, ServedModel) else None
+        return json_response(answer, headers=headers)
+
+    async def predict(self, request: Request) -> Response:
+        name, version = request.path_params["name"], request.path_params.get("version")
+        raw = await self.reader.read(request)
+        parsed = await beside_loop_if(len(raw) >= OFFLOAD_BYTES, parse_predict, raw, name, version)
+        answer = await self.plane.infer(parsed, call_of(request))
+        return await beside_loop_if(answer.rows >= OFFLOAD_ROWS, encode_predictions, answer, self.plane.replica)
+
+
+def parse_predict(raw: bytes, name: str, version: str | None) -> InferRequest:
+    """A V1 predict body -> the typed request, or BadRequest naming the first problem."""
+    body = parse_json_object(raw)
+    if "instances" not in body:
+        raise BadRequest('request body must have "instances": a list of rows')
+    instances = body["instances"]
+    if not isinstance(instances, list):
+        raise BadRequest(f'"instances" must be a list of rows, got {type(instances).__name__}')
+    if not instances:
+        raise BadRequest('"instances" is empty: send at least one row')
+    return InferRequest(name, version, NestedRows(instances), len(raw))
+
+
+def encode_predictions(answer: Answer, replica: str) -> Response:
+    return json_response(predictions(answer), headers=model_headers(answer.model, replica))
+
+
+def predictions(answer: Answer) -> dict[str, Any]:
+    served, outputs = answer.model, answer.outputs
+    labels = served.manifest.class_labels
+    logits, probabilities = outputs.logits.tolist(), outputs.probabilities.tolist()
+    return {
+        "model_name": served.name,
+        "model_version": str(served.version),
+        "predictions": [
+            {"label": labels[index], "probabilities": probabilities[row], "logits": logits[row]}
+            for row, index in enumerate(outputs.class_index.tolist())
+        ],
+    }
