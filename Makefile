@@ -8,11 +8,12 @@ PORT ?= 8000
 
 .PHONY: venv test lint typecheck serve train-demo bench soak bench-peers deploy-test deploy-lint clean fuzz
 
-# The stamp depends on the lock files, so a changed pin reinstalls. torch==2.13.0 resolves to the CPU
-# wheel on these machines (pip finds it on disk), never a CUDA download.
+# The stamp depends on the lock files, so a changed pin reinstalls. Every file is checked against the locks'
+# sha256 hashes (--require-hashes). torch==2.13.0+cpu resolves to the CPU wheel on these machines (pip finds
+# it on disk), whose hash is the lock's only torch hash: a CUDA build can never be installed.
 $(BIN)/.installed: requirements.lock requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q \
+	$(BIN)/pip install --disable-pip-version-check -q --require-hashes \
 		-r requirements-dev.lock
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $@
@@ -73,7 +74,7 @@ deploy-test: venv
 CHECKOV_VENV := .venv-checkov
 $(CHECKOV_VENV)/.installed: requirements-checkov.lock
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --disable-pip-version-check -q -r requirements-checkov.lock
+	$(CHECKOV_VENV)/bin/pip install --disable-pip-version-check -q --require-hashes -r requirements-checkov.lock
 	touch $@
 
 deploy-lint: venv $(CHECKOV_VENV)/.installed
