@@ -6,7 +6,7 @@ REPOSITORY ?= model-repository
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv test lint typecheck serve train-demo bench soak bench-peers deploy-test deploy-lint clean fuzz
+.PHONY: venv test test-fast lint typecheck serve train-demo bench soak bench-peers deploy-test deploy-lint clean fuzz
 
 # The stamp depends on the lock files, so a changed pin reinstalls. Every file is checked against the locks'
 # sha256 hashes (--require-hashes). torch==2.13.0+cpu resolves to the CPU wheel on these machines (pip finds
@@ -28,6 +28,10 @@ lint: venv
 
 test: lint
 	$(BIN)/pytest -q
+
+# The fast lane: no subprocess servers (a test that starts one fails here: mark it slow), no training runs.
+test-fast: venv
+	TEST_LANE=fast $(BIN)/pytest -q -m "not slow"
 
 # The fuzz tests of `make test`, with many more examples per operation (same fixed seed, so a finding repeats).
 FUZZ_EXAMPLES ?= 200

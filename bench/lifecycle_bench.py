@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(2, str(Path(__file__).resolve().parents[1] / "tests"))  # swap_load: the tests' load clients
 
 from servers import PYTHON, ROOT, Server
 from swap_load import Answer, ClosedLoopClients, check, solo_answers

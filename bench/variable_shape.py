@@ -1,4 +1,4 @@
-"""Bench only: our server serving through the variable-shape executor (bench/variable_shape_executor.py), to
+"""Bench only: our server serving through the variable-shape executor (service/engine/variable_shape.py), to
 measure what the fixed shape costs. Not a setting: this script hands the server an executor factory, and
 the model still has to pass its self-test with the real fixed-shape executor first.
 
@@ -12,5 +12,4 @@ import sys
 if __name__ == "__main__":
     from service.cli import main
 
-    # Imported by name in each worker (bench/ is on the workers' path: they inherit this script's sys.path).
-    main(sys.argv[1:], executor_factory="variable_shape_executor:variable_shape")
+    main(sys.argv[1:], executor_factory="service.engine.variable_shape:variable_shape")  # imported by each worker

@@ -31,6 +31,7 @@ from torch import nn
 
 from models.architectures import build_model
 from models.config import ArchConfig, InputSpec, config_from_dict, config_to_dict
+from models.imported import IMPORTED_FORMATS, ImportedConfig, imported_from_dict
 from models.staging import STAGING_PREFIX, remove_abandoned_staging, staging_prefix
 from models.versions import parse_version
 
@@ -49,7 +50,7 @@ class CheckpointError(Exception):
 class Manifest:
     name: str
     version: int
-    architecture: ArchConfig
+    architecture: ArchConfig | ImportedConfig  # imported: a graph file brought by its user (models/package.py)
     input: InputSpec
     class_labels: tuple[str, ...]
     training: dict[str, Any] = field(default_factory=dict)
@@ -89,7 +90,7 @@ class Manifest:
             return cls(
                 name=str(data["name"]),
                 version=int(data["version"]),
-                architecture=config_from_dict(data["architecture"]),
+                architecture=architecture_from_dict(data["architecture"]),
                 input=InputSpec(
                     shape=tuple(int(n) for n in spec["shape"]),
                     dtype=str(spec["dtype"]),
@@ -106,6 +107,12 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"invalid manifest: {exc!r}") from exc
+
+
+def architecture_from_dict(data: Any) -> ArchConfig | ImportedConfig:
+    if not isinstance(data, dict):
+        raise ValueError("architecture is not a JSON object")
+    return imported_from_dict(data) if data.get("arch") in IMPORTED_FORMATS else config_from_dict(data)
 
 
 def sha256_of(path: Path) -> str:
@@ -226,6 +233,30 @@ def _write_version(model_dir: Path, model: nn.Module, manifest: Manifest, artifa
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def save_imported(repository: Path, manifest: Manifest, sources: Mapping[str, Path]) -> Path:
+    """Publish the files of an imported model (version-directory name -> file to copy) as the next version of
+    `manifest.name`, atomically like save_checkpoint; weights_sha256 is the sha256 of the architecture's file."""
+    if not NAME_PATTERN.match(manifest.name):
+        raise CheckpointError(f"invalid model name {manifest.name!r}: use letters, digits, '_', '.', '-'")
+    if not isinstance(manifest.architecture, ImportedConfig) or manifest.architecture.file not in sources:
+        raise CheckpointError("save_imported needs an imported architecture whose file is among the sources")
+    model_dir = Path(repository) / manifest.name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_staging(model_dir)
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=model_dir))
+    staging.chmod(0o755)
+    try:
+        for file_name, source in sources.items():
+            if not NAME_PATTERN.match(file_name) or file_name == MANIFEST_FILE:
+                raise CheckpointError(f"invalid file name {file_name!r}")
+            shutil.copyfile(source, staging / file_name)
+            (staging / file_name).chmod(0o644)
+            _fsync(staging / file_name)
+        return _publish(staging, model_dir, manifest, sha256_of(staging / manifest.architecture.file))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _check_artifacts(manifest: Manifest, artifacts: dict[str, bytes]) -> None:
     named = sorted(manifest.artifacts.values())
     if named != sorted(artifacts):
@@ -289,6 +320,8 @@ def load_checkpoint(version_dir: Path) -> tuple[nn.Module, Manifest]:
     The model is returned as built (training mode); the server decides how to run it.
     """
     manifest = read_manifest(version_dir)
+    if isinstance(manifest.architecture, ImportedConfig):
+        raise CheckpointError(f"version holds an imported {manifest.architecture.arch} model, not a checkpoint")
     weights_path = Path(version_dir) / WEIGHTS_FILE
     if not weights_path.is_file():
         raise CheckpointError(f"missing weights file {WEIGHTS_FILE}")
@@ -302,7 +335,7 @@ def load_checkpoint(version_dir: Path) -> tuple[nn.Module, Manifest]:
     except (SafetensorError, OSError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) else str(exc)
         raise CheckpointError(f"unreadable weights: {detail}") from exc
-    model = build_model(manifest.architecture)
+    model = build_model(manifest.architecture)  # narrowed to ArchConfig above
     _check_state_keys(model, state)
     model.load_state_dict(state, strict=True)
     return model, manifest

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from models.imported import ImportedConfig
+
 NormKind = Literal["batch", "layer", "none"]
 NORM_KINDS: tuple[str, ...] = get_args(NormKind)
 # flat: one row is a feature vector (F,); image: one row is a feature map (C, H, W).
@@ -144,7 +146,7 @@ class InputSpec:
     feature_names: tuple[str, ...] = ()
 
 
-def config_to_dict(config: ArchConfig) -> dict[str, Any]:
+def config_to_dict(config: ArchConfig | ImportedConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 

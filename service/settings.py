@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         "1, 2, 4, ..., 256 per model at load and takes the most rows/s within --chunk-latency-bound-ms "
         "(unset: the device's default, 32 on cpu, 64 on cuda)",
     )
+    strict_chunk_rows: bool = Field(
+        False,
+        description="Refuse a model whose self-test fails at the chosen C instead of trying the candidate C's "
+        "around it (service/guarantee/shape.py)",
+    )
     chunk_latency_bound_ms: float = Field(
         1.0, gt=0, le=10_000, description="With --chunk-rows auto: the longest one C-row forward may take"
     )

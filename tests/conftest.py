@@ -2,27 +2,64 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # test helper modules (checkpoints.py) import by name
-sys.path.insert(1, str(Path(__file__).parents[1] / "bench"))  # bench modules under test (variable_shape_executor.py)
+sys.path.insert(1, str(Path(__file__).parents[1] / "examples"))  # the examples' scripts (tabular_mlp.py)
 
 from bad_input_helpers import Probe
 from checkpoints import TINY_CNN, write_checkpoint
 from gated_service import Gate
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts a server or another process (a training run, a CLI), in its body or through any
+    fixture it uses, is slow, marked or not: the fast lane runs in-process tests only."""
+    for item in items:
+        function = getattr(item, "function", None)
+        fixtures = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        sources = [function] if function is not None else []
+        sources += [definition.func for definitions in fixtures.values() for definition in definitions]
+        if item.path.stem in TRAINING_MODULES or any(_starts_a_server(source) for source in sources):
+            item.add_marker(pytest.mark.slow)
+
+
+# Modules whose tests run whole (tiny) training jobs: seconds each, so they belong to `make test` only.
+TRAINING_MODULES = {
+    "test_training_cli",
+    "test_training_defects",
+    "test_distributed",
+    "test_study",
+    "test_training_report",
+}
+SLOW_CALLS = ("start_server(", "subprocess.", "run_training(", "getfixturevalue(")
+
+
+@functools.cache
+def _starts_a_server(function: Any) -> bool:
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):  # a builtin or C fixture: pytest's own
+        return False
+    if source.lstrip().startswith("def start_server("):
+        return False
+    return any(call in source for call in SLOW_CALLS)
 
 
 def free_port() -> int:
@@ -56,6 +93,8 @@ def start_server(
     """Start `python -m service` as its own process group; waits for readiness (or liveness). With a gate,
     the same server through tests/gated_service.py: its CNNs' forward passes wait while the gate is closed.
     `env`: extra environment variables of the server process."""
+    if os.environ.get("TEST_LANE") == "fast":  # `make test-fast`: no subprocess servers, by construction
+        pytest.fail("this test starts a server: mark it @pytest.mark.slow (make test-fast runs none)")
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     launcher = [str(ROOT / "tests" / "gated_service.py"), str(gate.directory)] if gate else ["-m", "service"]
@@ -71,18 +110,19 @@ def start_server(
 
 
 def _wait(server: RunningServer, path: str, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if server.process.poll() is not None:
             raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(server.url + path, timeout=1.0).status_code == 200:
-                return
+            return httpx.get(server.url + path, timeout=1.0).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    stop_server(server)
-    raise RuntimeError(f"server not answering 200 on {path} after {timeout_s} s:\n{server.log()}")
+            return False
+
+    try:
+        wait_until(f"the server answering 200 on {path}", answers, timeout_s, every_s=0.1)
+    except AssertionError:
+        stop_server(server)
+        raise RuntimeError(f"server not answering 200 on {path} after {timeout_s} s:\n{server.log()}") from None
 
 
 def stop_server(server: RunningServer) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from waiting import wait_until
 
 Index = list[dict[str, str]]
 T = TypeVar("T")
@@ -28,17 +28,8 @@ def write_garbage_version(repository: Path, name: str, source: Path, version: in
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 60.0) -> T:
-    """Poll `probe` until it returns something other than None; fails naming `what` after the deadline.
-
-    The deadline only bounds a broken server; a working one meets the condition after a poll and a load.
-    """
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = probe()
-        if result is not None:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    """Poll `probe` until it returns something other than None (tests/waiting.py)."""
+    return wait_until(what, probe, timeout_s)
 
 
 def index(http: httpx.Client, body: dict[str, Any] | None = None) -> Index:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import ROOT, free_port, start_server, stop_server
+from waiting import wait_until
 
 from service.http.auth import is_loopback, read_keys, startup_problem
 from service.settings import Settings
@@ -25,10 +25,7 @@ def status_with(url: str, key: str) -> int:
 
 def wait_for(url: str, key: str, status: int, timeout_s: float = 15.0) -> None:
     """The key files are re-checked at most once a second: poll until the answer changes."""
-    deadline = time.monotonic() + timeout_s
-    while status_with(url, key) != status:
-        assert time.monotonic() < deadline, f"{key} still not {status} after {timeout_s} s"
-        time.sleep(0.1)
+    wait_until(f"{key} answered {status}", lambda: status_with(url, key) == status, timeout_s, every_s=0.1)
 
 
 @pytest.mark.slow

@@ -98,6 +98,7 @@ def test_calibrate_times_each_candidate_until_one_exceeds_the_bound() -> None:
     }
 
 
+@pytest.mark.slow  # times every candidate C, then self-tests the chosen one
 def test_auto_builds_the_chosen_chunk_and_its_self_test_uses_it(tmp_path: Path) -> None:
     model, manifest = load_checkpoint(write_checkpoint(tmp_path, "tiny"))
     settings = Settings(repository=tmp_path, device="cpu", chunk_rows="auto", chunk_latency_bound_ms=2.0)

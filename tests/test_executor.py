@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from variable_shape_executor import VariableShapeExecutor
 
 from models import CNNConfig, MLPConfig, build_model
 from service.engine.executor import EagerExecutor, TracedCpuExecutor
 from service.engine.types import ChunkResult, Float32Array
+from service.engine.variable_shape import VariableShapeExecutor
 from service.guarantee.probe import probe_batch_sizes
 from service.guarantee.selftest import FRESH_THREAD_CASE, run_on_new_thread, run_self_test
 from service.guarantee.verify import ModelRefused, check_inference_mode, check_weights

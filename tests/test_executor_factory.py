@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from checkpoints import TINY_MLP, write_checkpoint
 from torch import nn
-from variable_shape_executor import VariableShapeExecutor, variable_shape
 
 from models import load_checkpoint
 from service.engine.executor import EagerExecutor, TracedCpuExecutor
 from service.engine.executor_factory import PlacementError, build_executor, resolve_placement
 from service.engine.types import Executor
+from service.engine.variable_shape import VariableShapeExecutor, variable_shape
 from service.guarantee.selftest import run_self_test
 from service.guarantee.verify import ModelRefused, check_inference_mode
 from service.http.app import create_app

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from conftest import RunningServer, start_server, stop_server
 from gated_service import Gate
+from waiting import wait_until
 
 from service.observability.metrics import workers_of
 
@@ -108,12 +109,7 @@ def alive(pid: int) -> bool:
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout_s} s: {what}")
+    wait_until(what, condition, timeout_s, every_s=0.1)
 
 
 def test_killed_worker_leaves_no_live_gauges_and_workers_exit_with_their_parent(
@@ -151,16 +147,23 @@ def test_killed_worker_leaves_no_live_gauges_and_workers_exit_with_their_parent(
             os.killpg(server.process.pid, signal.SIGKILL)
 
 
-def test_a_dead_compute_thread_answers_503_then_the_process_exits_70(tiny_repository: Path, tmp_path: Path) -> None:
+DIED = {"thread": "compute thread died", "loop": "compute failed on the event loop"}
+
+
+@pytest.mark.parametrize("placement", list(DIED))
+def test_a_dead_compute_thread_answers_503_then_the_process_exits_70(
+    tiny_repository: Path, tmp_path: Path, placement: str
+) -> None:
     (tmp_path / "gate").mkdir()
     gate = Gate(tmp_path / "gate")
-    server = start_server(tiny_repository, tmp_path, "--model-control", "none", gate=gate)
+    flags = ("--model-control", "none", "--placement", placement)
+    server = start_server(tiny_repository, tmp_path, *flags, gate=gate)
     try:
         with server.client() as client:
             assert client.post("/v1/models/tiny:predict", json={"instances": [ROW]}).status_code == 200
             gate.inject_fault()  # the next chunk the compute thread takes kills it
             answer = client.post("/v1/models/tiny:predict", json={"instances": [ROW]})
-        reason = "compute thread died: RuntimeError: fault injected by the test"
+        reason = f"{DIED[placement]}: RuntimeError: fault injected by the test"
         assert (answer.status_code, answer.json()) == (
             503, {"error": f"model 'tiny' version 1 is not served: {reason}"}
         )  # fmt: skip

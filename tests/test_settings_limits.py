@@ -77,7 +77,8 @@ def test_a_dead_compute_thread_makes_the_model_not_ready_with_its_reason(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     write_checkpoint(tmp_path, "tiny")
-    settings = Settings(repository=tmp_path, audit_fraction=0.0, model_control="none", device="cpu")
+    # The thread placement: the fill wait that overflows runs on the compute thread, which dies of it.
+    settings = Settings(repository=tmp_path, audit_fraction=0.0, model_control="none", device="cpu", placement="thread")
     metrics = Metrics(32)
     restarts: list[str] = []
     registry = ModelRegistry(settings, metrics, on_fatal=restarts.append)

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from models.checkpoint import Manifest
+from models.imported import ImportedConfig
 
 CURVES_FILE = "curves.png"
 # (metric key prefix, panel title, y label)
@@ -53,6 +54,8 @@ def curves_png(runs: Mapping[str, Sequence[Mapping[str, Any]]], title: str) -> b
 def curves_title(manifest: Manifest) -> str:
     """'digits v3: mlp 256,256, norm batch, dropout 0.2, sgd lr 0.05, weight decay 0.0005, 2 processes'."""
     config, training = manifest.architecture, manifest.training
+    if isinstance(config, ImportedConfig):  # not trained here: no widths or training record to name
+        return f"{manifest.name}: imported {config.arch} model"
     version = f" v{manifest.version}" if manifest.version else ""
     parts = [
         f"{config.arch} {','.join(map(str, config.widths))}",

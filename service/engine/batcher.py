@@ -199,7 +199,7 @@ class Batcher:
             deadline = time.perf_counter() + TURN_BUDGET_S
             while self._queued_rows and not self._stopping:
                 with self._wakeup:
-                    pieces = self._share(self._take_waiting())
+                    pieces = self._take_chunk()
                 self._running = pieces
                 self._run_chunk(pieces)
                 self._running = []
@@ -258,13 +258,17 @@ class Batcher:
             if self._stopping or (self._draining and not self._queued_rows):
                 return None  # a draining batcher skips pending audits: the version is going away
             self._wait_for_fuller_chunk()
-            waiting = self._take_waiting()
-            try:
-                return self._share(waiting)
-            except BaseException:
-                # Back where _fail finds them, so they get its 503 now rather than a 504 at their timeout.
-                self._queue.extendleft(reversed(waiting))
-                raise
+            return self._take_chunk()
+
+    def _take_chunk(self) -> list[_Piece]:
+        """Under the lock: the next chunk's pieces, shared fairly by the requests at the head of the queue."""
+        waiting = self._take_waiting()
+        try:
+            return self._share(waiting)
+        except BaseException:
+            # Back where _fail finds them, so they get its 503 now rather than a 504 at their timeout.
+            self._queue.extendleft(reversed(waiting))
+            raise
 
     def _share(self, waiting: list[_Request]) -> list[_Piece]:
         """The next chunk's pieces from the requests taken off the queue; requeues those with rows left."""

@@ -52,11 +52,16 @@ def resolve_placement(device: str, dtype: str) -> Placement:
     return Placement(device, dtype)
 
 
-def build_executor(model: nn.Module, manifest: Manifest, settings: Settings) -> ChunkedExecutor:
-    """The executor for one model version: the model cast and moved once, then wrapped."""
+def build_executor(
+    model: nn.Module, manifest: Manifest, settings: Settings, chunk_rows: int | None = None
+) -> ChunkedExecutor:
+    """The executor for one model version: the model cast and moved once, then wrapped. `chunk_rows`: this C
+    instead of the settings' (a candidate the shape proof tries, service/guarantee/shape.py)."""
     placement = resolve_placement(settings.device, settings.dtype)
     model = model.to(device=placement.device, dtype=DTYPES[placement.dtype]).eval()
     shape, classes = manifest.input.shape, len(manifest.class_labels)
+    if chunk_rows is not None:
+        return make_executor(model, shape, classes, chunk_rows, placement)
     if settings.chunk_rows != "auto":
         chunk_rows = settings.chunk_rows or DEFAULT_CHUNK_ROWS[placement.device]
         return make_executor(model, shape, classes, chunk_rows, placement)

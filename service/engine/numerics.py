@@ -84,10 +84,13 @@ def numerics_fingerprint(executor: dict[str, Any], device: str) -> NumericsFinge
         "device": _device_name(device),
         "environment": numerics_environment(os.environ),
     }
-    if "memory_format" in executor:  # channels-last images use other convolution kernels than NCHW
-        parts["memory_format"] = executor["memory_format"]
+    # channels-last images use other convolution kernels than NCHW; an imported model's bits are onnxruntime's
+    for key in ("memory_format", "onnxruntime", "graph_optimization"):
+        if key in executor:
+            parts[key] = executor[key]
     # MKL and oneDNN pick kernels by the CPU they find unless capped: then the CPU model decides bits too.
-    if not all(name in os.environ for name in CPU_MODEL_PINNED_BY):
+    # onnxruntime's kernels follow the CPU whatever those variables say.
+    if "onnxruntime" in executor or not all(name in os.environ for name in CPU_MODEL_PINNED_BY):
         parts["cpu_model"] = _cpu_model()
     return NumericsFingerprint(fingerprint_of(parts), parts)
 

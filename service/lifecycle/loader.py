@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from models import CheckpointError, IgnoredEntry, Manifest, list_model_dirs, load_checkpoint, scan_versions
-from models.checkpoint import NAME_PATTERN
+from models.checkpoint import NAME_PATTERN, read_manifest
+from models.imported import ImportedConfig
 from service.engine.batcher import Batcher
 from service.engine.calibration import best_chunk_seconds, choose_placement
 from service.engine.executor_factory import build_executor
 from service.engine.numerics import NumericsFingerprint, environment_report, numerics_fingerprint
 from service.engine.types import Executor
-from service.guarantee.selftest import SelfTestReport, run_self_test
+from service.guarantee.selftest import SelfTestReport
+from service.guarantee.shape import prove_shape
 from service.guarantee.verify import ModelRefused, check_fingerprint, check_inference_mode, check_weights
 from service.observability.metrics import Metrics
 from service.settings import Settings
@@ -79,6 +81,7 @@ class Verified:
     environment: dict[str, Any]
     numerics: NumericsFingerprint
     forward_s: float  # the best of a few C-row forwards, measured after the self-test: decides placement
+    shape: dict[str, Any]  # preferred C, chosen C (the executor's) and why
 
 
 def stamp_of(path: Path) -> DirStamp:
@@ -113,7 +116,7 @@ def verify_version(name: str, version: int, path: Path, settings: Settings, metr
         return checked
     return Verified(
         name, version, path, before, checked.manifest, checked.executor, checked.self_test, checked.environment,
-        checked.numerics, best_chunk_seconds(checked.executor),
+        checked.numerics, best_chunk_seconds(checked.executor), checked.shape,
     )  # fmt: skip
 
 
@@ -135,7 +138,12 @@ def start_serving(
         verified.name, verified.version, verified.manifest.weights_sha256[:12], verified.self_test.summary(),
         verified.self_test.seconds, verified.forward_s * 1000, verified.executor.chunk_rows, placement,
     )  # fmt: skip
-    execution = {**verified.executor.describe(), "placement": placement, "forward_ms": verified.forward_s * 1000}
+    execution = {
+        **verified.executor.describe(),
+        **verified.shape,
+        "placement": placement,
+        "forward_ms": verified.forward_s * 1000,
+    }
     return ServedModel(
         verified.name, verified.version, verified.path, verified.stamp, verified.manifest, batcher,
         verified.self_test, verified.environment, execution, verified.numerics,
@@ -156,25 +164,52 @@ class _Checked:
     self_test: SelfTestReport
     environment: dict[str, Any]
     numerics: NumericsFingerprint
+    shape: dict[str, Any]  # preferred C, chosen C and why (metadata, repository index)
 
 
 def _check(name: str, version: int, path: Path, settings: Settings, metrics: Metrics) -> _Checked:
     """The version loaded, verified and self-tested; raises CheckpointError or ModelRefused with the reason."""
+    manifest = read_manifest(path)
+    if isinstance(manifest.architecture, ImportedConfig):  # a user's graph file: inference mode proven from it
+        from service.engine.executor_onnx import load_onnx_executor  # onnxruntime only where a model needs it
+
+        build, preferred = load_onnx_executor(path, manifest, settings)
+    else:
+        build, preferred, manifest = _checkpoint_executor(path, settings)
+    environment = environment_report(preferred.device)
+    proof = prove_shape(build, preferred.chunk_rows, settings.strict_chunk_rows, settings.self_test_seed)
+    labels = (name, str(version))
+    metrics.self_test_passed.labels(*labels).set(1 if proof.passed else 0)
+    metrics.self_test_cases.labels(*labels).set(proof.self_test.cases)
+    if not proof.passed:
+        tried = "; ".join(f"C = {c}: {summary}" for c, summary in proof.tried[1:])
+        also = f"; no other C passed either ({tried})" if tried else ""
+        raise ModelRefused(f"self-test {proof.self_test.summary()} at C = {proof.preferred}{also}")
+    if proof.chosen != proof.preferred:
+        log.warning("model %s version %d: %s", name, version, proof.reason)
+    executor = proof.executor
+    numerics = numerics_fingerprint(executor.describe(), executor.device)  # of the chosen C
+    check_fingerprint(numerics.fingerprint, numerics.parts, settings.expect_fingerprint)
+    shape = {"chunk_rows_preferred": proof.preferred, "chunk_rows_reason": proof.reason}
+    return _Checked(manifest, executor, proof.self_test, environment, numerics, shape)
+
+
+def _checkpoint_executor(path: Path, settings: Settings) -> tuple[Callable[[int], Executor], Executor, Manifest]:
+    """One of our checkpoints, loaded and checked: build(C) -> its executor at C, the preferred executor."""
     model, manifest = load_checkpoint(path)
     check_weights(model)
     model.eval().requires_grad_(False)  # inference only: no autograd state, no training-mode layers
-    executor = build_executor(model, manifest, settings)
-    check_inference_mode(executor.model, executor.input_shape, executor.device, executor.dtype, settings.self_test_seed)
-    environment = environment_report(executor.device)
-    self_test = run_self_test(executor, settings.self_test_seed)
-    labels = (name, str(version))
-    metrics.self_test_passed.labels(*labels).set(1 if self_test.passed else 0)
-    metrics.self_test_cases.labels(*labels).set(self_test.cases)
-    if not self_test.passed:
-        raise ModelRefused(f"self-test {self_test.summary()}")
-    numerics = numerics_fingerprint(executor.describe(), executor.device)
-    check_fingerprint(numerics.fingerprint, numerics.parts, settings.expect_fingerprint)
-    return _Checked(manifest, executor, self_test, environment, numerics)
+    preferred = build_executor(model, manifest, settings)
+    check_inference_mode(
+        preferred.model, preferred.input_shape, preferred.device, preferred.dtype, settings.self_test_seed
+    )
+
+    def build(chunk_rows: int) -> Executor:
+        return (
+            preferred if chunk_rows == preferred.chunk_rows else build_executor(model, manifest, settings, chunk_rows)
+        )
+
+    return build, preferred, manifest
 
 
 def _record(metrics: Metrics, name: str, version: int, result: _Checked | Refusal, seconds: float) -> None:

@@ -346,9 +346,13 @@ class ModelRegistry:
         return [self._spawn(self._drain_then_free(key, served)) for key, served in retired]
 
     def _state_of(self, key: Key, wanted: bool) -> tuple[State, str]:
-        if key in self._serving:
+        served = self._serving.get(key)
+        if served is not None:
             refusal = self._reload_refused.get(key)
-            return State.READY, f"changed files refused, the loaded copy serves: {refusal.reason}" if refusal else ""
+            if refusal is not None:
+                return State.READY, f"changed files refused, the loaded copy serves: {refusal.reason}"
+            chosen, preferred = served.execution["chunk_rows"], served.execution.get("chunk_rows_preferred", 0)
+            return State.READY, served.execution.get("chunk_rows_reason", "") if chosen != preferred else ""
         if key in self._loading:
             return State.LOADING, ""
         if key in self._draining:

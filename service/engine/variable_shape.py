@@ -1,6 +1,8 @@
 """The bench-only variable-shape executor: each chunk of queued rows runs as one forward on exactly those rows
 (no padding), through the same traced module as the fixed-shape executor, so the cost comparison is like for
-like. It breaks the guarantee (its self-test fails here), so no setting can select it."""
+like. It breaks the guarantee (its self-test fails here), so no setting can select it: only code can
+(bench/variable_shape.py hands its name to the server as a ServingExecutorFactory), to measure what the
+guarantee costs."""
 
 from __future__ import annotations
 

@@ -1,0 +1,58 @@
+"""The plain way to serve an imported ONNX model with FastAPI: the control for imported models.
+
+One onnxruntime session with the same pinned options as invariant-serve's executor (CPU, 1 + 1 threads,
+sequential, the same optimization level), one `session.run` per request on the whole request (no padding,
+no batching), FastAPI's default JSON response. Answers like our V1 route.
+Run: `BENCH_MODEL_DIR=<repository>/<name>/<version> uvicorn --app-dir bench baseline_plain_onnx:app`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel
+
+VERSION_DIR = Path(os.environ["BENCH_MODEL_DIR"])
+MANIFEST = json.loads((VERSION_DIR / "manifest.json").read_text())
+NAME, LABELS, SHAPE = MANIFEST["name"], MANIFEST["class_labels"], tuple(MANIFEST["input"]["shape"])
+_options = ort.SessionOptions()
+_options.intra_op_num_threads = _options.inter_op_num_threads = 1
+_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+SESSION = ort.InferenceSession(str(VERSION_DIR / "model.onnx"), _options, providers=["CPUExecutionProvider"])
+INPUT = SESSION.get_inputs()[0].name
+
+app = FastAPI()
+
+
+class PredictRequest(BaseModel):
+    instances: list[list[float]]
+
+
+@app.get("/v2/health/ready")
+async def ready() -> dict[str, bool]:
+    return {"ready": True}
+
+
+@app.post("/v1/models/{name}:predict")
+async def predict(name: str, body: PredictRequest) -> dict[str, Any]:
+    if name != NAME:
+        raise HTTPException(404, f"unknown model {name!r}")
+    rows = np.asarray(body.instances, dtype=np.float32).reshape(-1, *SHAPE)
+    (logits,) = SESSION.run(None, {INPUT: rows})
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+    return {
+        "model_name": NAME,
+        "predictions": [
+            {"label": LABELS[int(i)], "probabilities": p, "logits": z}
+            for i, p, z in zip(logits.argmax(axis=1), probabilities.tolist(), logits.tolist(), strict=True)
+        ],
+    }

@@ -1,0 +1,70 @@
+"""The execution shape is proven on the host, not assumed: the self-test runs at the preferred C, and when it
+fails there (BLAS kernels handle rows in blocks per instruction set; the rows left over at the end of a chunk
+can take another path, so a row's bits may depend on its position), the candidates below are tried in a
+fixed order and the first that passes serves. `--strict-chunk-rows` refuses instead, as before.
+
+Candidate order (measured table: docs/numerics.md, bench/shape_table.py): multiples of 24 first (whole
+blocks of the 6-row AVX2 and the 8- and 16-row AVX-512 microkernels), then multiples of 6, then of 8, each
+group nearest the preferred C first, within [1, 2 x preferred]; at most MAX_CANDIDATES are tried, so a model
+that mixes rows (which no shape fixes) is refused after a bounded number of self-tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from service.engine.types import Executor
+from service.guarantee.selftest import SelfTestReport, run_self_test
+
+MAX_CANDIDATES = 6
+
+
+@dataclass(frozen=True)
+class ShapeProof:
+    executor: Executor
+    self_test: SelfTestReport  # of the chosen C (or, when none passed, of the preferred C)
+    preferred: int
+    tried: tuple[tuple[int, str], ...]  # (C, self-test summary) of every C tried, in order
+
+    @property
+    def passed(self) -> bool:
+        return self.self_test.passed
+
+    @property
+    def chosen(self) -> int:
+        return self.executor.chunk_rows
+
+    @property
+    def reason(self) -> str:
+        """Why this C serves, in one line (metadata, repository index, start-up log)."""
+        if self.chosen == self.preferred:
+            return f"the preferred C = {self.preferred} passed its self-test"
+        first = self.tried[0][1]
+        return f"C = {self.preferred} failed its self-test on this host ({first}); C = {self.chosen} passed"
+
+
+def candidate_chunk_rows(preferred: int) -> list[int]:
+    """The C's tried after the preferred one, in the documented order."""
+    limit = max(2 * preferred, 8)
+    ordered: list[int] = []
+    for block in (24, 6, 8):
+        multiples = [c for c in range(block, limit + 1, block) if c != preferred and c not in ordered]
+        ordered += sorted(multiples, key=lambda c: (abs(c - preferred), c))
+    return ordered[:MAX_CANDIDATES]
+
+
+def prove_shape(build: Callable[[int], Executor], preferred: int, strict: bool, seed: int) -> ShapeProof:
+    """build(C) -> an executor at C. The executor at the first C whose self-test passes, preferred first."""
+    executor = build(preferred)
+    first = run_self_test(executor, seed)
+    tried = [(preferred, first.summary())]
+    if first.passed or strict:
+        return ShapeProof(executor, first, preferred, tuple(tried))
+    for chunk_rows in candidate_chunk_rows(preferred):
+        candidate = build(chunk_rows)
+        report = run_self_test(candidate, seed)
+        tried.append((chunk_rows, report.summary()))
+        if report.passed:
+            return ShapeProof(candidate, report, preferred, tuple(tried))
+    return ShapeProof(executor, first, preferred, tuple(tried))

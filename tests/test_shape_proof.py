@@ -1,0 +1,116 @@
+"""Issue 19: the execution shape is proven on the host. A C whose self-test fails gives way to the first
+candidate that passes (one WARNING, the preferred and chosen C and why in the metadata and the repository
+index); --strict-chunk-rows refuses instead. And every machine starts the demo-sized model under the AVX2
+and SSE4.2 caps, so a default that breaks on an older CPU is red here too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from checkpoints import write_checkpoint
+from conftest import start_server, stop_server
+from torch import nn
+
+from models import MLPConfig
+from service.engine.executor import EagerExecutor
+from service.engine.numerics_env import PORTABLE_ENVIRONMENT
+from service.engine.types import Executor
+from service.guarantee.shape import MAX_CANDIDATES, candidate_chunk_rows, prove_shape
+
+FEATURES = 6
+DEMO_SIZED = MLPConfig(in_features=64, num_classes=10, hidden=(256, 256), norm="batch", dropout=0.2)
+AVX2 = {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+SSE42 = {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
+
+
+class TailSensitive(nn.Module):
+    """Like a BLAS kernel whose leftover rows take another path: in a chunk of `bad_chunk` rows, the last two
+    rows get a one-ulp different answer; every other chunk size is position-independent."""
+
+    def __init__(self, bad_chunk: int) -> None:
+        super().__init__()
+        self.bad_chunk = bad_chunk
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x[:, :3] * 1.0
+        if x.shape[0] == self.bad_chunk:
+            out[-2:] = torch.nextafter(out[-2:], torch.full_like(out[-2:], float("inf")))
+        return out
+
+
+def builder(model: nn.Module) -> tuple[list[int], object]:
+    built: list[int] = []
+
+    def build(chunk_rows: int) -> Executor:
+        built.append(chunk_rows)
+        return EagerExecutor(model, (FEATURES,), 3, chunk_rows)
+
+    return built, build
+
+
+def test_candidates_follow_the_documented_order() -> None:
+    assert candidate_chunk_rows(32) == [24, 48, 30, 36, 42, 18]
+    assert candidate_chunk_rows(16) == [24, 18, 12, 6, 30, 8]
+
+
+def test_a_failing_preferred_c_gives_way_to_the_first_candidate_that_passes() -> None:
+    built, build = builder(TailSensitive(bad_chunk=32))
+    proof = prove_shape(build, 32, strict=False, seed=0)  # type: ignore[arg-type]
+    assert proof.passed
+    assert (proof.preferred, proof.chosen) == (32, 24)
+    assert built == [32, 24]
+    assert proof.tried[0][0] == 32
+    assert "failed" in proof.tried[0][1]
+    assert proof.reason.startswith("C = 32 failed its self-test on this host (failed: ")
+    assert proof.reason.endswith("; C = 24 passed")
+
+
+def test_strict_refuses_at_the_preferred_c_and_tries_nothing_else() -> None:
+    built, build = builder(TailSensitive(bad_chunk=32))
+    proof = prove_shape(build, 32, strict=True, seed=0)  # type: ignore[arg-type]
+    assert not proof.passed
+    assert built == [32]
+
+
+def test_a_row_mixing_model_fails_every_candidate_and_stops_after_the_bound() -> None:
+    class Mixing(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x - x.mean(0, keepdim=True))[:, :3]
+
+    built, build = builder(Mixing())
+    proof = prove_shape(build, 16, strict=False, seed=0)  # type: ignore[arg-type]
+    assert not proof.passed
+    assert built == [16, *candidate_chunk_rows(16)]
+    assert len(built) == 1 + MAX_CANDIDATES
+
+
+def test_a_passing_preferred_c_is_the_only_one_built() -> None:
+    built, build = builder(TailSensitive(bad_chunk=7))
+    proof = prove_shape(build, 8, strict=False, seed=0)  # type: ignore[arg-type]
+    assert (proof.chosen, built) == (8, [8])
+    assert proof.reason == "the preferred C = 8 passed its self-test"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("caps", [{}, AVX2, SSE42, PORTABLE_ENVIRONMENT], ids=["native", "avx2", "sse4.2", "portable"])
+def test_the_demo_sized_model_serves_with_default_flags_under_each_instruction_set(
+    caps: dict[str, str], tmp_path: Path
+) -> None:
+    write_checkpoint(tmp_path / "repository", "digits", DEMO_SIZED)
+    server = start_server(tmp_path / "repository", tmp_path, env=caps)  # the caps are set before torch loads
+    try:
+        metadata = httpx.get(f"{server.url}/v2/models/digits", timeout=30).json()
+        index = httpx.post(f"{server.url}/v2/repository/index", timeout=30).json()
+    finally:
+        stop_server(server)
+    execution = metadata["parameters"]
+    assert execution["chunk_rows_preferred"] == 32
+    assert execution["chunk_rows"] in [32, *candidate_chunk_rows(32)]
+    assert execution["chunk_rows_reason"]
+    assert index[0]["state"] == "READY"
+    if execution["chunk_rows"] != 32:
+        assert index[0]["reason"] == execution["chunk_rows_reason"]
+        assert "WARNING" in server.log()
