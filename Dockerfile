@@ -1,9 +1,11 @@
 # invariant-serve image: one image for the training job (`python -m training`) and the server
 # (`python -m service`). Needs BuildKit (the default builder of current Docker, and what compose uses).
 #
-# Dependencies come from requirements.lock. When the build context holds a wheelhouse (deploy/wheelhouse/*.whl,
-# made by deploy/wheelhouse.sh) they are installed from it with no network (`pip install --no-index`);
-# otherwise from the package index, with torch from the CPU-only index so that no CUDA build is ever pulled.
+# Dependencies come from requirements.lock, every file checked against the lock's sha256 hashes
+# (`pip install --require-hashes`). When the build context holds a wheelhouse (deploy/wheelhouse/*.whl, made by
+# deploy/wheelhouse.sh) they are installed from it with no network (`pip install --no-index`); otherwise from
+# the package index plus the CPU-only torch index: the lock's only torch hash is the CPU wheel's, so no CUDA
+# build can ever be installed.
 # The wheelhouse is bind-mounted for the install step only: it never becomes part of the image.
 ARG BASE_IMAGE=python:3.11-slim
 
@@ -19,11 +21,11 @@ RUN --mount=type=bind,from=wheels,target=/tmp/wheels \
     export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1; \
     python3 -m venv /opt/venv; \
     if ls /tmp/wheels/*.whl >/dev/null 2>&1; then \
-        /opt/venv/bin/pip install --no-compile --no-index --find-links /tmp/wheels -r /tmp/wheels/requirements.lock; \
+        /opt/venv/bin/pip install --no-compile --require-hashes --no-index --find-links /tmp/wheels \
+            -r /tmp/wheels/requirements.lock; \
     else \
-        /opt/venv/bin/pip install --no-compile --index-url "${TORCH_INDEX_URL}" \
-            "torch==$(sed -n 's/^torch==//p' /tmp/wheels/requirements.lock)"; \
-        /opt/venv/bin/pip install --no-compile -r /tmp/wheels/requirements.lock; \
+        /opt/venv/bin/pip install --no-compile --require-hashes --extra-index-url "${TORCH_INDEX_URL}" \
+            -r /tmp/wheels/requirements.lock; \
     fi; \
     /opt/venv/bin/python -c "import torch; assert torch.version.cuda is None, 'not a CPU build: ' + torch.__version__"; \
     /opt/venv/bin/pip uninstall -y -q pip; \
@@ -40,14 +42,16 @@ RUN --mount=type=bind,from=wheels,target=/tmp/wheels \
 # Non-root user with a fixed uid, so volume ownership is predictable. Written directly into /etc/passwd and
 # /etc/group: works on any base, with or without the useradd tool. /models is owned by that user in the
 # image, so a fresh named volume mounted there inherits the ownership (docker copies the mount point's
-# ownership and contents into an empty named volume).
+# ownership and contents into an empty named volume). /keys likewise: the compose `keys` service writes the
+# generated key files into a named volume there (docker-compose.yml), readable by that user only.
 COPY deploy/train-job.sh /usr/local/bin/invariant-train-job
 RUN set -eux; \
     chmod 0755 /usr/local/bin/invariant-train-job; \
     echo 'app:x:10001:10001:invariant-serve:/home/app:/usr/sbin/nologin' >>/etc/passwd; \
     echo 'app:x:10001:' >>/etc/group; \
-    mkdir -p /home/app /models; \
-    chown 10001:10001 /home/app /models
+    mkdir -p /home/app /models /keys; \
+    chown 10001:10001 /home/app /models /keys; \
+    chmod 0700 /keys
 
 COPY models/ /app/models/
 COPY training/ /app/training/

@@ -7,14 +7,14 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 GRPC_PORT ?= 8001
 
+.PHONY: venv test test-fast lint typecheck serve train-demo bench soak bench-peers deploy-test deploy-lint clean fuzz
 
-.PHONY: venv test test-fast lint typecheck serve train-demo bench soak bench-peers deploy-test clean fuzz
-
-# The stamp depends on the lock files, so a changed pin reinstalls. torch==2.13.0 resolves to the CPU
-# wheel on these machines (pip finds it on disk), never a CUDA download.
+# The stamp depends on the lock files, so a changed pin reinstalls. Every file is checked against the locks'
+# sha256 hashes (--require-hashes). torch==2.13.0+cpu resolves to the CPU wheel on these machines (pip finds
+# it on disk), whose hash is the lock's only torch hash: a CUDA build can never be installed.
 $(BIN)/.installed: requirements.lock requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q \
+	$(BIN)/pip install --disable-pip-version-check -q --require-hashes \
 		-r requirements-dev.lock
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $@
@@ -73,5 +73,17 @@ bench-peers: venv
 deploy-test: venv
 	bash deploy/deploy_test.sh
 
+# checkov over the Dockerfiles, the Kubernetes manifests and the KServe pods, offline (--skip-download), with
+# the reviewed skip list deploy/checkov-skips.txt. checkov has heavy dependencies of its own: it lives in its own
+# venv (.venv-checkov, from requirements-checkov.lock), apart from the project's lock.
+CHECKOV_VENV := .venv-checkov
+$(CHECKOV_VENV)/.installed: requirements-checkov.lock
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --disable-pip-version-check -q --require-hashes -r requirements-checkov.lock
+	touch $@
+
+deploy-lint: venv $(CHECKOV_VENV)/.installed
+	$(BIN)/python deploy/lint.py $(CHECKOV_VENV)/bin/checkov
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -61,6 +61,7 @@ def measure(models: list[str], chunks: dict[str, list[int]]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="every model at C = 1..64")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: run in the capped process
     args = parser.parse_args()
     full = list(range(1, 65))
@@ -68,19 +69,20 @@ def main() -> int:
     if args.measure:
         measure(args.measure.split(","), chunks)
         return 0
+    models = [m for m in MODELS if m in args.models.split(",")]
     from service.engine.numerics_env import PORTABLE_ENVIRONMENT
 
     CAPS["portable"] = dict(PORTABLE_ENVIRONMENT)
     results: dict[tuple[str, str, int], bool] = {}
     for isa, caps in CAPS.items():
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("INVARIANT_")}, **caps}
-        command = [sys.executable, __file__, "--measure", ",".join(MODELS), *(["--full"] if args.full else [])]
+        command = [sys.executable, __file__, "--measure", ",".join(models), *(["--full"] if args.full else [])]
         done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True, timeout=3600)
         for line in done.stdout.splitlines():
             row = json.loads(line)
             results[(isa, row["model"], row["c"])] = row["passed"]
         print(f"measured {isa}", file=sys.stderr, flush=True)
-    for model in MODELS:
+    for model in models:
         print(f"\n### {model}\n")
         print("| C | " + " | ".join(CAPS) + " |")
         print("|---|" + "---|" * len(CAPS))

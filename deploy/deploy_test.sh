@@ -4,10 +4,12 @@
 # On a fresh machine of this project's kind (Debian bookworm, root, no init system, no container registry)
 # it installs what is missing (Debian's docker.io, the compose v2 plugin, mmdebstrap), starts dockerd when
 # none answers, builds the stand-in base image local/python:3.11-slim and the wheelhouse, then:
-#   1. docker compose build (server image, HAProxy balancer image), then up -d --wait --scale server=3: the
-#      train job writes digits v1 into the volume, three server replicas become healthy behind the balancer;
+#   1. docker compose build (server image, HAProxy balancer image; prints their digests), then up -d --wait
+#      --scale server=3: the keys job generates the API and admin keys into the `keys` volume, the train job
+#      writes digits v1 into the volume, three server replicas become healthy behind the balancer;
 #   2. from the host: every replica is healthy and runs as non-root; only the balancer publishes a port;
-#      the balancer routes to every replica;
+#      the balancer routes to every replica; with the generated keys (copied out to a 0600 file): inference
+#      needs the API key, the admin routes and /metrics refuse it and take only the admin key;
 #   3. deploy/invariance_check.py through the balancer (the probe of service/guarantee/probe.py, C from the server's
 #      metadata, exact bits) plus V2 infer against V1's bits;
 #   4. scale-out (deploy/replica_check.py): requests spread over all replicas, one numerics fingerprint,
@@ -30,6 +32,9 @@ cd "$ROOT"
 
 LOGS="$ROOT/deploy/.cache/logs"
 mkdir -p "$LOGS"
+# The generated keys, copied out of the `keys` volume for the checks (0600, removed at exit).
+KEYS_DIR="$(mktemp -d "$ROOT/deploy/.cache/keys.XXXXXX")"
+export API_KEY_FILE="$KEYS_DIR/api-keys" ADMIN_KEY_FILE="$KEYS_DIR/admin-keys"
 if [ -z "${PYTHON:-}" ]; then
     if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
@@ -80,6 +85,7 @@ compose() { timeout 600 docker compose "$@"; }
 on_exit() {
     local rc=$?
     set +e
+    rm -rf "$KEYS_DIR"
     for pid in "${BG_PIDS[@]}"; do [ -n "$pid" ] && kill -TERM -- "-$pid" 2>/dev/null; done
     if [ "$FINISHED" != 1 ] && [ "$STACK_UP" = 1 ]; then
         echo "[deploy-test] diagnostics for project $COMPOSE_PROJECT_NAME:" >&2
@@ -98,12 +104,16 @@ on_exit() {
 trap on_exit EXIT
 trap 'exit 130' INT TERM
 
-http_status() { # URL [JSON-BODY]: prints the HTTP status code (000 when no answer)
-    "$PYTHON" - "$@" <<'PY'
-import sys, urllib.request, urllib.error
+# URL [JSON-BODY]: prints the HTTP status code (000 when no answer). Sends the first key of $KEY_FILE (default
+# the API key file; KEY_FILE= sends none).
+http_status() {
+    KEY_FILE="${KEY_FILE-$API_KEY_FILE}" "$PYTHON" - "$@" <<'PY'
+import os, sys, urllib.request, urllib.error
+from service.guarantee.probe_http import bearer_headers
 url = sys.argv[1]
 data = sys.argv[2].encode() if len(sys.argv) > 2 else None
-req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+headers = {"Content-Type": "application/json", **bearer_headers(os.environ.get("KEY_FILE") or None)}
+req = urllib.request.Request(url, data=data, headers=headers)
 try:
     with urllib.request.urlopen(req, timeout=10) as r:
         print(r.status)
@@ -196,15 +206,27 @@ docker compose config --quiet || fail "docker-compose.yml is invalid"
 STACK_UP=1
 phase "image build (server, balancer)" compose build server balancer
 IMAGE_SIZE="$(docker image inspect -f '{{.Size}}' "$INVARIANT_IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
-log "image $INVARIANT_IMAGE: $IMAGE_SIZE"
+# The content digest of what was built: deploy by it (README "Pinning images by digest"). After a push, the
+# registry's digest is in .RepoDigests (docker image inspect -f '{{index .RepoDigests 0}}').
+IMAGE_DIGEST="$(docker image inspect -f '{{.Id}}' "$INVARIANT_IMAGE")"
+BALANCER_DIGEST="$(docker image inspect -f '{{.Id}}' "$INVARIANT_BALANCER_IMAGE")"
+log "image $INVARIANT_IMAGE: $IMAGE_SIZE, digest $IMAGE_DIGEST; balancer digest $BALANCER_DIGEST"
 phase "up --wait --scale server=$REPLICAS (train v1, replicas healthy)" \
     compose up -d --wait --wait-timeout 300 --scale "server=$REPLICAS"
 
-replica_check() { "$PYTHON" deploy/replica_check.py "$@" --url "$URL" --model "$MODEL" --replicas "$REPLICAS"; }
+replica_check() {
+    "$PYTHON" deploy/replica_check.py "$@" --url "$URL" --model "$MODEL" --replicas "$REPLICAS" --key-file "$API_KEY_FILE"
+}
 
 # ---------------------------------------------------------------------------------------------- checks
 t0=$EPOCHREALTIME
 TRAIN_ID="$(docker compose ps -aq train)"
+KEYS_ID="$(docker compose ps -aq keys)"
+[ "$(docker inspect -f '{{.State.ExitCode}}' "$KEYS_ID")" = 0 ] || fail "the keys job did not exit 0"
+(umask 077
+ docker compose exec -T --index 1 server cat /keys/api-keys >"$API_KEY_FILE"
+ docker compose exec -T --index 1 server cat /keys/admin-keys >"$ADMIN_KEY_FILE") || fail "cannot read the generated keys"
+[ "$(docker compose exec -T --index 1 server stat -c %a /keys/api-keys)" = 400 ] || fail "the api-keys file is not mode 0400"
 [ "$(docker inspect -f '{{.State.ExitCode}}' "$TRAIN_ID")" = 0 ] || fail "the train job did not exit 0"
 mapfile -t SERVER_IDS < <(docker compose ps -q server)
 [ "${#SERVER_IDS[@]}" = "$REPLICAS" ] || fail "${#SERVER_IDS[@]} server containers, expected $REPLICAS"
@@ -231,10 +253,20 @@ record "health, non-root and port checks" "$(elapsed_since "$t0")"
 phase "balancer routes to all $REPLICAS replicas (v1)" replica_check versions --version 1 --timeout 60
 [ "$(http_status "$URL/v2/health/ready")" = 200 ] || fail "GET /v2/health/ready is not 200 through the balancer"
 [ "$(http_status "$URL/v2/health/live")" = 200 ] || fail "GET /v2/health/live is not 200"
+# Closed by default (issue 28): the generated keys are required, the API key does not open admin routes.
+[ "$(KEY_FILE= http_status "$URL/v2/models/$MODEL")" = 401 ] || fail "model metadata without a key is not 401"
+[ "$(http_status "$URL/v2/models/$MODEL")" = 200 ] || fail "model metadata with the generated API key is not 200"
+[ "$(KEY_FILE= http_status "$URL/v2/repository/index" '{}')" = 401 ] || fail "the admin route without a key is not 401"
+[ "$(http_status "$URL/v2/repository/index" '{}')" = 403 ] || fail "the admin route with the API key is not 403"
+[ "$(KEY_FILE="$ADMIN_KEY_FILE" http_status "$URL/v2/repository/index" '{}')" = 200 ] \
+    || fail "the admin route with the generated admin key is not 200"
+[ "$(http_status "$URL/metrics")" = 403 ] || fail "/metrics with the API key is not 403"
+log "generated keys: inference needs the API key; admin routes and /metrics take only the admin key"
 
 log "phase: invariance check (V1, exact) + V2 infer through the balancer, model $MODEL"
 t0=$EPOCHREALTIME
-"$PYTHON" deploy/invariance_check.py --url "$URL" --model "$MODEL" --v2 || fail "invariance check failed"
+"$PYTHON" deploy/invariance_check.py --url "$URL" --model "$MODEL" --v2 --key-file "$API_KEY_FILE" \
+    || fail "invariance check failed"
 record "invariance check + V2 infer" "$(elapsed_since "$t0")"
 
 log "phase: spread, fingerprints and bits across replicas"
@@ -264,7 +296,7 @@ phase "balancer routes to all $REPLICAS replicas again" replica_check versions -
 # watcher sends requests through the balancer from before training starts until every replica has answered
 # from version 2 (every request must succeed meanwhile), and records when each one first did.
 bg "watch for version 2 on every replica" "$PYTHON" deploy/replica_check.py versions --url "$URL" --model "$MODEL" \
-    --replicas "$REPLICAS" --version 2 --timeout 600
+    --replicas "$REPLICAS" --version 2 --timeout 600 --key-file "$API_KEY_FILE"
 phase "train v2 (compose run --rm train) while serving" compose run --rm -T train \
     --data digits --arch mlp --hidden 256,256 --norm batch --dropout 0.2 --weight-decay 5e-4 --epochs 5 \
     --name "$MODEL"
@@ -291,7 +323,7 @@ for v in 1 2; do
     [ "$(http_status "$URL/v2/models/$MODEL/versions/$v")" = 200 ] \
         || fail "GET /v2/models/$MODEL/versions/$v is not 200"
 done
-"$PYTHON" deploy/invariance_check.py --url "$URL" --model "$MODEL" --version 2 --v2 \
+"$PYTHON" deploy/invariance_check.py --url "$URL" --model "$MODEL" --version 2 --v2 --key-file "$API_KEY_FILE" \
     || fail "version 2: versioned V1/V2 predictions or invariance failed"
 replica_check spread --requests $((REPLICAS * 4)) || fail "replicas differ on version 2"
 log "version 2 ready and answering on every replica (versioned V1 and V2; unversioned requests get version 2)"
@@ -315,5 +347,6 @@ for p in "${PHASES[@]}"; do echo "  $p"; done
 echo "  total                                        $(elapsed_since "$T_START")s"
 echo "  one of $REPLICAS replicas killed under load: $KILL_SUMMARY"
 echo "  training job end -> version 2 answering through the balancer (no restart): $TIME_TO_V2"
+echo "  image $INVARIANT_IMAGE digest: $IMAGE_DIGEST (balancer: $BALANCER_DIGEST)"
 echo "  image $INVARIANT_IMAGE: $IMAGE_SIZE (base $BASE_IMAGE: $(docker image inspect -f '{{.Size}}' "$BASE_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
 echo "deploy-test: PASSED"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from service.guarantee.probe_http import ProbeClient, ProbeError, check_invariance, check_v2_matches_v1
+from service.guarantee.probe_http import ProbeClient, ProbeError, bearer_headers, check_invariance, check_v2_matches_v1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,9 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--v2", action="store_true", help="also compare V2 infer's outputs with V1's bits")
     parser.add_argument("--seed", type=int, default=20251126, help="seed of the probe row and co-rows")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    parser.add_argument("--key-file", default=None, help="file whose first key is sent (Authorization: Bearer)")
     args = parser.parse_args(argv)
-    client = ProbeClient(args.url, args.timeout)
     try:
+        client = ProbeClient(args.url, args.timeout, bearer_headers(args.key_file))
         model = client.model(args.model, args.version)
         print(
             f"invariance check: {model.name} version {model.version}, C={model.chunk_rows} (from the server's "

@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from service.guarantee.probe import answers_digest, group_by_digest, probe_rows
-from service.guarantee.probe_http import ProbeClient, ProbeError, prediction_bits, replica_digest
+from service.guarantee.probe_http import ProbeClient, ProbeError, bearer_headers, prediction_bits, replica_digest
 
 
 class CheckFailed(Exception):
@@ -188,9 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", default="2", help="versions: the version every replica must serve")
     parser.add_argument("--since", type=float, default=0.0, help="versions: reference time (epoch seconds)")
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--key-file", default=None, help="file whose first key is sent (Authorization: Bearer)")
     args = parser.parse_args(argv)
-    client = ProbeClient(args.url, timeout=30.0)
     try:
+        client = ProbeClient(args.url, timeout=30.0, headers=bearer_headers(args.key_file))
         if args.check == "spread":
             spread(client, args.model, args.replicas, args.requests)
         elif args.check == "kill":

@@ -32,7 +32,7 @@ rm -rf "$tmp"
 mkdir -p "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 log "downloading the wheels of requirements.lock with the host's pip"
-if ! "$PYTHON" -m pip download -q --disable-pip-version-check --only-binary=:all: -r "$LOCK" -d "$tmp" \
+if ! "$PYTHON" -m pip download -q --disable-pip-version-check --only-binary=:all: --require-hashes -r "$LOCK" -d "$tmp" \
         >"$tmp/.pip.log" 2>&1; then
     grep -v 'is ignored: it is neither a file nor a directory' "$tmp/.pip.log" | tail -20 >&2
     die "pip download failed"

@@ -10,6 +10,7 @@ never overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -235,7 +236,30 @@ def save_checkpoint(
     artifacts = dict(artifacts or {})
     _check_artifacts(manifest, artifacts)
     model_dir = Path(repository) / manifest.name
-    model_dir.mkdir(parents=True, exist_ok=True)
+    created = _missing_directories(model_dir)  # removed again (when still empty) if this write fails
+    published = False
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        version_dir = _write_version(model_dir, model, manifest, artifacts)
+        published = True
+        return version_dir
+    finally:
+        if not published:
+            for directory in reversed(created):  # deepest first; one another writer filled is kept
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+
+
+def _missing_directories(path: Path) -> list[Path]:
+    """`path` and its ancestors that do not exist, outermost first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing[::-1]
+
+
+def _write_version(model_dir: Path, model: nn.Module, manifest: Manifest, artifacts: dict[str, bytes]) -> Path:
     state = {key: tensor.detach().cpu().contiguous() for key, tensor in model.state_dict().items()}
     remove_abandoned_staging(model_dir)  # left by writers that were killed before publishing
     staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=model_dir))

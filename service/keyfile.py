@@ -12,11 +12,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import os
 import time
 from pathlib import Path
 
 MIN_KEY_CHARS = 16
+# A key's entropy is estimated as its length times the Shannon entropy of its own character frequencies (bits).
+# secrets.token_urlsafe(32) scores >= 180 and token_hex(16) >= 92; a placeholder sentence scores well too,
+# hence the list of the words the documentation's examples use.
+MIN_KEY_BITS = 80
+PLACEHOLDER_WORDS = (
+    "replace-me",
+    "replace_me",
+    "replaceme",
+    "changeme",
+    "change-me",
+    "change_me",
+    "placeholder",
+    "example",
+)
+GENERATE = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 RECHECK_S = 1.0  # how stale a key file may be: rotation takes effect within this long
 log = logging.getLogger("invariant.auth")
 
@@ -39,10 +55,27 @@ def read_keys(path: Path) -> tuple[bytes, ...]:
         if any(char.isspace() for char in key) or len(key) < MIN_KEY_CHARS or not key.isascii():
             raise KeyFileError(
                 f"{path} line {number}: a key is one word of at least {MIN_KEY_CHARS} ASCII characters "
-                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                f"(e.g. {GENERATE})"
             )
+        weakness = key_weakness(key)
+        if weakness is not None:
+            raise KeyFileError(f"{path} line {number}: {weakness}; generate a key with {GENERATE}")
         digests.append(digest_of(key.encode()))
     return tuple(digests)
+
+
+def key_weakness(key: str) -> str | None:
+    """Why `key` is guessable (never quoting it), or None: a documented placeholder, or under MIN_KEY_BITS."""
+    if any(word in key.lower() for word in PLACEHOLDER_WORDS):
+        return "a key is a documented placeholder, publicly known"
+    if estimated_bits(key) < MIN_KEY_BITS:
+        return f"a key has too little entropy (under {MIN_KEY_BITS} bits: length x Shannon entropy of its characters)"
+    return None
+
+
+def estimated_bits(key: str) -> float:
+    counts = [key.count(char) for char in set(key)]
+    return -sum(count * math.log2(count / len(key)) for count in counts)
 
 
 def digest_of(key: bytes) -> bytes:

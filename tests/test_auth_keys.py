@@ -85,6 +85,12 @@ def test_a_non_loopback_bind_without_keys_exits_2(tmp_path: Path) -> None:
         (None, "cannot read keys file"),
         ("short\n", "line 1: a key is one word of at least 16 ASCII characters"),
         (f"# ok\n{OLD_KEY} {NEW_KEY}\n", "line 2: a key is one word of at least 16 ASCII characters"),
+        # Issue 28: the documented placeholders, and keys long enough but guessable.
+        ("replace-me-with-a-long-random-inference-key\n", "line 1: a key is a documented placeholder"),
+        (f"{OLD_KEY}\nCHANGEME-0123456789abcdefghijkl\n", "line 2: a key is a documented placeholder"),
+        ("a" * 40 + "\n", "line 1: a key has too little entropy (under 80 bits"),
+        ("0123456789abcdef\n", "line 1: a key has too little entropy (under 80 bits"),
+        ("password1234567890\n", "line 1: a key has too little entropy (under 80 bits"),
     ],
 )
 def test_a_bad_keys_file_exits_2_without_echoing_the_key(tmp_path: Path, content: str | None, problem: str) -> None:
@@ -98,6 +104,7 @@ def test_a_bad_keys_file_exits_2_without_echoing_the_key(tmp_path: Path, content
     assert done.stderr.count("\n") == 1
     assert OLD_KEY not in done.stderr
     assert "short" not in done.stderr.replace("invariant-serve", "")
+    assert all(secret not in done.stderr for secret in ("replace-me-with", "CHANGEME", "a" * 20, "password1"))
 
 
 def test_startup_rules() -> None:

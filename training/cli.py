@@ -215,6 +215,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc, 2)
     except TrainingFailed as exc:
         return _fail(exc, 1)
+    except KeyboardInterrupt:
+        # Ctrl-C: one line and the shell's 128 + SIGINT, no traceback. The checkpoint write removes its staging
+        # directory (and any directory it created) on the way out, so no version or partial file is left.
+        print(f"{PROG}: interrupted; no version was written", file=sys.stderr)
+        return 130
     if result is not None:  # None: a torchrun rank other than 0, which writes nothing
         print(summary(result.history, result.kept_epoch))
         print(f"checkpoint: {result.version_dir}")

@@ -152,6 +152,7 @@ def encode_labels(labels: list[str], where: str) -> tuple[torch.Tensor, tuple[st
     """
     labels = [unicodedata.normalize("NFC", label) for label in labels]
     distinct = set(labels)
+    _refuse_control_characters(distinct, where)
     values = _numeric_values(distinct)
     if values is None:
         classes = sorted(distinct)
@@ -162,6 +163,14 @@ def encode_labels(labels: list[str], where: str) -> tuple[torch.Tensor, tuple[st
         raise InputError(f"{where} has a single class {classes[0]!r}; need at least 2 to train a classifier")
     index = {label: position for position, label in enumerate(classes)}
     return torch.tensor([index[label] for label in labels], dtype=torch.int64), tuple(classes)
+
+
+def _refuse_control_characters(labels: set[str], where: str) -> None:
+    """A class label is what the server returns and logs: a NUL, escape or line break inside one is refused."""
+    for label in sorted(labels):
+        bad = next((char for char in label if unicodedata.category(char) in {"Cc", "Zl", "Zp"}), None)
+        if bad is not None:
+            raise InputError(f"{where}: label {label!r} holds the control character U+{ord(bad):04X}")
 
 
 def _numeric_values(labels: set[str]) -> dict[str, float] | None:

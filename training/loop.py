@@ -301,21 +301,27 @@ def fit(
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         batches = rank_batches(len(split.train), batch_size, seed, epoch, world)
-        bar = tqdm(
-            total=len(batches),
-            desc=f"epoch {epoch}/{epochs}",
-            unit="batch",
-            file=sys.stderr,
-            disable=not (progress and world.writes),
-            dynamic_ncols=True,
-        )
-        with bar:
-            loss_sum, correct, seen = world.sum(
-                list(map(float, train_epoch(trained, optimizer, batches, split.train, bar, objective)))
+        show = progress and world.writes
+        try:
+            bar = tqdm(
+                total=len(batches),
+                desc=f"epoch {epoch}/{epochs}",
+                unit="batch",
+                file=sys.stderr,
+                disable=not show,
+                dynamic_ncols=True,
             )
-            train_loss, train_accuracy = loss_sum / seen, correct / seen
-            val = _validate(model, split.val, objective, world)
-            bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val[0]:.4f}", val=f"{val[1]:.4f}")
+            with bar:
+                loss_sum, correct, seen = world.sum(
+                    list(map(float, train_epoch(trained, optimizer, batches, split.train, bar, objective)))
+                )
+                train_loss, train_accuracy = loss_sum / seen, correct / seen
+                val = _validate(model, split.val, objective, world)
+                bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val[0]:.4f}", val=f"{val[1]:.4f}")
+        except KeyboardInterrupt:
+            if show:  # an interrupted bar ends without a newline: the CLI's one line goes below it
+                print(file=sys.stderr)
+            raise
         seconds = time.perf_counter() - started
         if objective.task == "regression":  # R^2 of the standardized training target: 1 - MSE
             metrics = EpochMetrics(epoch, train_loss, 1.0 - train_loss, val[0], val[1], seconds, val[2], val[3])

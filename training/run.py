@@ -31,6 +31,7 @@ from training.loop import (
     pinned_numerics,
 )
 from training.options import WEIGHT_DECAY_KIND, TrainOptions
+from training.preflight import check_repository, checkpoint_bytes
 from training.sync_batchnorm import convert_to_sync_batchnorm
 from training.tabular import fill_missing
 
@@ -55,6 +56,8 @@ def run_training(options: TrainOptions, progress: bool = True) -> RunResult | No
         print(f"task: {dataset.task} ({dataset.task_reason}; --task sets it)", file=sys.stderr)
     source = data_source(options.data, dataset)
     config = architecture(options, dataset)
+    # Before training: an unwritable or full repository is found now, not after the last epoch.
+    check_repository(options.repository, checkpoint_bytes(config))
     with process_group() as world, pinned_numerics():
         if world.size != options.world_size:
             raise TrainingFailed(f"the process group has {world.size} ranks, WORLD_SIZE said {options.world_size}")

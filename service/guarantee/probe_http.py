@@ -72,6 +72,18 @@ class ModelProbe:
             raise ProbeError(f"model metadata lacks parameters.chunk_rows or inputs ({exc!r}): {metadata}") from exc
 
 
+def bearer_headers(key_file: str | None) -> dict[str, str]:
+    """The Authorization header for the first key in `key_file` (a keys file: one per line, # comments); none
+    without a file. A file, not a flag: a key on the command line is readable by anyone in /proc."""
+    if key_file is None:
+        return {}
+    with open(key_file, encoding="utf-8") as file:
+        keys = [line.strip() for line in file if line.strip() and not line.lstrip().startswith("#")]
+    if not keys:
+        raise ProbeError(f"no key in {key_file}")
+    return {"Authorization": f"Bearer {keys[0]}"}
+
+
 class ProbeClient:
     """V1/V2 requests to one base URL (a server, or a load balancer in front of replicas)."""
 
