@@ -52,8 +52,8 @@ def builder(model: nn.Module) -> tuple[list[int], object]:
 
 
 def test_candidates_follow_the_documented_order() -> None:
-    assert candidate_chunk_rows(32) == [24, 48, 30, 36, 42, 18]
-    assert candidate_chunk_rows(16) == [24, 18, 12, 6, 30, 8]
+    assert candidate_chunk_rows(32) == [24, 48, 36, 12, 60, 40]
+    assert candidate_chunk_rows(16) == [24, 12, 8, 32, 20, 4]
 
 
 def test_a_failing_preferred_c_gives_way_to_the_first_candidate_that_passes() -> None:

@@ -3,10 +3,12 @@ fails there (BLAS kernels handle rows in blocks per instruction set; the rows le
 can take another path, so a row's bits may depend on its position), the candidates below are tried in a
 fixed order and the first that passes serves. `--strict-chunk-rows` refuses instead, as before.
 
-Candidate order (measured table: docs/numerics.md, bench/shape_table.py): multiples of 24 first (whole
-blocks of the 6-row AVX2 and the 8- and 16-row AVX-512 microkernels), then multiples of 6, then of 8, each
-group nearest the preferred C first, within [1, 2 x preferred]; at most MAX_CANDIDATES are tried, so a model
-that mixes rows (which no shape fixes) is refused after a bounded number of self-tests.
+Candidate order (measured table: docs/numerics.md, bench/shape_table.py): multiples of 24 first, then of 12,
+8 and 4, each group nearest the preferred C first, within [1, 2 x preferred]. Measured here (digits MLP,
+C = 1..64): under portable numerics every C that is not a multiple of 4 (above 8) fails, every multiple of 4
+passes; native, AVX2- and SSE4.2-capped all pass; the AVX2 failure reported at C = 32 (rows 30-31) passed at
+24, 30 and 36, i.e. multiples of 6. Multiples of 24 and 12 are whole blocks of both. At most MAX_CANDIDATES
+are tried, so a model that mixes rows (which no shape fixes) is refused after a bounded number of self-tests.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def candidate_chunk_rows(preferred: int) -> list[int]:
     """The C's tried after the preferred one, in the documented order."""
     limit = max(2 * preferred, 8)
     ordered: list[int] = []
-    for block in (24, 6, 8):
+    for block in (24, 12, 8, 4):
         multiples = [c for c in range(block, limit + 1, block) if c != preferred and c not in ordered]
         ordered += sorted(multiples, key=lambda c: (abs(c - preferred), c))
     return ordered[:MAX_CANDIDATES]
