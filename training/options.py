@@ -60,6 +60,7 @@ class TrainOptions:
     sync_bn: bool  # BatchNorm statistics of the global batch (SyncBatchNorm); only with --norm batch
     keep: KeepPolicy = "last"  # whose weights are saved: the last epoch's or the lowest validation loss's
     early_stopping: int | None = None  # stop after this many epochs without a lower validation loss
+    promote_if_better: str | None = None  # a key of training.gate.GATE_METRICS: label the new version stable if so
 
     def to_json(self) -> dict[str, Any]:
         values = asdict(self)
@@ -110,6 +111,7 @@ def resolve_options(raw: dict[str, Any]) -> TrainOptions:
         sync_bn=_sync_bn(raw.get("sync_bn"), norm, world_size),
         keep=cast(KeepPolicy, raw.get("keep") or "last"),
         early_stopping=_patience(raw.get("early_stopping")),
+        promote_if_better=raw.get("promote_if_better"),
     )
 
 

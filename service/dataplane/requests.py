@@ -69,3 +69,4 @@ class InferRequest:
     version: str | None  # None: the version unversioned traffic gets
     rows: RowSource
     wire_bytes: int  # the request's size as received: large ones decode beside the event loop
+    label: str | None = None  # a version label (labels.json), instead of a version; checked by the codec

@@ -29,6 +29,7 @@ from service.http.openapi import build_openapi
 from service.http.protocol import LIMITS_KEY, ConnectionLimits
 from service.http.routes import Route, route_table
 from service.lifecycle.registry import ModelRegistry, ServingExecutorFactory
+from service.observability.logs import AccessLog
 from service.observability.metrics import Metrics
 from service.settings import Settings
 
@@ -66,7 +67,8 @@ def create_app(settings: Settings, executor_factory: ServingExecutorFactory | No
     docs = DocsApi()
     routes = route_table(plane, metrics, settings, docs)
     docs.document = build_openapi(routes, __version__)
-    dispatcher = Dispatcher(routes, Guard(settings), metrics, Lifespan(settings, registry))
+    lifespan = Lifespan(settings, registry)
+    dispatcher = Dispatcher(routes, Guard(settings), metrics, lifespan, AccessLog(settings.access_log))
     return App(dispatcher, settings, registry, plane, routes)
 
 

@@ -22,6 +22,7 @@ from uvicorn.supervisors import Multiprocess
 from service.http.app import App, create_app
 from service.http.protocol import BoundedHttpToolsProtocol
 from service.lifecycle.registry import ServingExecutorFactory
+from service.observability.logs import configure_logging, log_config
 from service.settings import Settings
 
 log = logging.getLogger("invariant.server")
@@ -38,7 +39,9 @@ class AppFactory:
 
     def __call__(self) -> App:
         settings = Settings.model_validate_json(self.settings_json)
-        configure_logging(settings.log_level)  # spawned workers do not inherit the parent's logging setup
+        configure_logging(
+            settings.log_level, settings.log_format
+        )  # spawned workers do not inherit the parent's logging setup
         if multiprocessing.parent_process() is not None:  # a worker of --workers N
             exit_with_parent()
         return create_app(settings, self.executor_factory)
@@ -51,8 +54,9 @@ def uvicorn_config(settings: Settings, executor_factory: ServingExecutorFactory 
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        log_config=log_config(settings.log_level, settings.log_format),  # one configuration, uvicorn's too
         log_level=settings.log_level,
-        access_log=False,
+        access_log=False,  # the dispatcher writes the access lines (route templates, request ids)
         loop="uvloop",
         lifespan="on",
         http=BoundedHttpToolsProtocol,  # httptools, with bounds on reading headers
@@ -87,7 +91,3 @@ def exit_with_parent() -> None:
         log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d): workers may outlive their parent", ctypes.get_errno())
     if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
