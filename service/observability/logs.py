@@ -57,7 +57,11 @@ def log_config(level: str, log_format: LogFormat) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
         "handlers": {"default": handler},
-        "loggers": {name: dict(shared) for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "invariant")},
+        "loggers": {
+            **{name: dict(shared) for name in ("uvicorn", "uvicorn.error", "invariant")},
+            # uvicorn's own access lines hold the raw path and query: never written (the dispatcher's are).
+            "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
+        },
         "root": {"handlers": ["default"], "level": level.upper()},
     }
 
