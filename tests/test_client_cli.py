@@ -35,7 +35,8 @@ def test_server_and_local_scoring_give_the_same_bytes_and_equal_single_row_answe
     write_rows(data, rows)
     remote, local = tmp_path / "remote.csv", tmp_path / "local.csv"
     common = ["predict", "--model", "tiny", "--data", str(data), "--quiet"]
-    assert main([*common, "--url", server.url, "--out", str(remote), "--rows-per-request", "37", "--in-flight", "3"]) == 0
+    chunking = ["--rows-per-request", "37", "--in-flight", "3"]
+    assert main([*common, "--url", server.url, "--out", str(remote), *chunking]) == 0
     remote_err = capsys.readouterr().err
     assert main([*common, "--local", str(tiny_repository), "--out", str(local)]) == 0
     local_err = capsys.readouterr().err
