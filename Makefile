@@ -48,8 +48,12 @@ serve: venv
 	@if [ -z "$$(ls -A $(REPOSITORY) 2>/dev/null)" ]; then $(MAKE) train-demo; fi
 	$(BIN)/python -m service --repository $(REPOSITORY) --host $(HOST) --port $(PORT)
 
+# BASE=<git ref>: also run the service/ of that commit (a worktree under bench/results/base), side by side.
+BASE ?=
 bench: venv
-	$(BIN)/python bench/run_bench.py --workers 2
+	@if [ -n "$(BASE)" ]; then rm -rf bench/results/base; git worktree prune; \
+		git worktree add --detach bench/results/base $(BASE) >/dev/null; fi
+	$(BIN)/python bench/run_bench.py --workers 2 $(if $(BASE),--candidate bench/results/base)
 
 # Issue 11's soak: MINUTES closed loop at 64 connections, then an open loop; bitwise checks, RSS, latency.
 MINUTES ?= 10

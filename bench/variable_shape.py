@@ -10,8 +10,7 @@ from __future__ import annotations
 import sys
 
 if __name__ == "__main__":
-    from variable_shape_executor import variable_shape
-
     from service.cli import main
 
-    main(sys.argv[1:], executor_factory=variable_shape)
+    # Imported by name in each worker (bench/ is on the workers' path: they inherit this script's sys.path).
+    main(sys.argv[1:], executor_factory="variable_shape_executor:variable_shape")

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import UnionType
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
+from typing import Any, Literal, NoReturn, Union, get_args, get_origin
 
 import annotated_types
 from pydantic import ValidationError
@@ -25,9 +25,6 @@ from pydantic.fields import FieldInfo
 from service.engine.numerics_env import apply_portable_numerics
 from service.http.auth import startup_problem
 from service.settings import Settings
-
-if TYPE_CHECKING:
-    from service.lifecycle.registry import ServingExecutorFactory
 
 PROG = "invariant-serve"
 USAGE_ERROR = 2
@@ -204,8 +201,8 @@ def metrics_folder(workers: int) -> Iterator[None]:
         del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
-def main(argv: list[str] | None = None, executor_factory: ServingExecutorFactory | None = None) -> None:
-    """`executor_factory`: bench only (bench/variable_shape.py), see ServingExecutorFactory."""
+def main(argv: list[str] | None = None, executor_factory: str | None = None) -> None:
+    """`executor_factory`: bench only (bench/variable_shape.py): "module:function" of a ServingExecutorFactory."""
     settings = load_settings(argv)
     if settings.portable_numerics:
         # Read by ATen, MKL and oneDNN when they initialise: set here, before the app (and torch) is imported,

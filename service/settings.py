@@ -43,6 +43,16 @@ class Settings(BaseSettings):
     chunk_latency_bound_ms: float = Field(
         1.0, gt=0, le=10_000, description="With --chunk-rows auto: the longest one C-row forward may take"
     )
+    placement: Literal["auto", "loop", "thread"] = Field(
+        "auto",
+        description="Where a model's chunks run: on the event loop's thread (no hand-off; for fast models), "
+        "on a compute thread of their own, or auto: loop when one C-row forward measured at load takes at most "
+        "--loop-forward-bound-ms",
+    )
+    loop_forward_bound_ms: float = Field(
+        0.5, gt=0, le=100, allow_inf_nan=False, description="With --placement auto: the longest C-row forward "
+        "that runs on the event loop (a longer one would stall every other request)",
+    )  # fmt: skip
     threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per process (part of the guarantee)")
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="Where models run (auto: cuda when available)")
     dtype: Literal["float32", "bfloat16"] = Field(

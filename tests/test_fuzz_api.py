@@ -1,4 +1,4 @@
-"""schemathesis against /openapi.json, in-process (the app under its lifespan, through the front door and the
+"""schemathesis against /openapi.json, in-process (the app under its lifespan, through the dispatcher and the
 key check): every operation the document lists, schema-valid and schema-violating requests, with a fixed seed.
 
 No answer may be a 5xx, and every answer must match the document (status, content type, headers, body).

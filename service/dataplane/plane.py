@@ -58,9 +58,12 @@ class DataPlane:
 
     # --- inference ----------------------------------------------------------------------------------------
 
+    def call_record(self, protocol: str, name: str) -> CallRecord:
+        """A transport's record of a call to model `name`, made before its request is parsed, so even a
+        refused request is counted under the model it named, if that model exists."""
+        return CallRecord(protocol, name if self.registry.has(name) else UNKNOWN_NAME)
+
     async def infer(self, request: InferRequest, call: CallRecord) -> Answer:
-        if self.registry.has(request.model):
-            call.name = request.model
         found = self.registry.find(request.model, request.version, request.label)
         call.version = str(found.version)
         if isinstance(found, NotServing):

@@ -6,8 +6,14 @@ waiting requests (each gets an equal share, a large request spans chunks, small 
 scatters each row's outputs back to the request that owns it. Rows are identified by (request, offset),
 never by position in the chunk, so a result cannot reach another client.
 
-If the compute thread dies for any reason, the batcher fails every waiting request at once, refuses new
-ones, and reports the reason through `on_failure` (the registry then stops serving the model).
+Placement (decided per model at load, see `choose_placement`): "thread" runs chunks on the batcher's own
+compute thread; "loop" runs them on the event loop's thread itself, for models whose C-row forward is
+shorter than a thread hand-off (the rows of every request that arrived in one loop turn share chunks; a turn
+runs chunks for at most TURN_BUDGET_S, then yields, so a large request never holds the loop longer). Both
+placements share the queue, the fair shares, the bounds, timeouts, cancellation, audits and metrics.
+
+If the compute thread (or a loop turn) dies for any reason, the batcher fails every waiting request at once,
+refuses new ones, and reports the reason through `on_failure` (the registry then stops serving the model).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from service.observability.metrics import Metrics
 
 log = logging.getLogger("invariant.batcher")
 AUDIT_BACKLOG = 256
+PLACEMENTS = ("thread", "loop")
+TURN_BUDGET_S = 0.002  # loop placement: chunks one event-loop turn may run before it yields to other work
 
 
 @dataclass(eq=False)
@@ -65,7 +73,13 @@ class Batcher:
         max_queue_delay_s: float = 0.0,
         audit_fraction: float = 0.0,
         on_failure: Callable[[str], None] | None = None,
+        placement: str = "thread",
     ) -> None:
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+        self.placement = placement
+        self._on_loop = placement == "loop"
+        self._turn: asyncio.Handle | None = None  # loop placement: the scheduled turn, if any
         self.executor = executor
         self.chunk_rows = executor.chunk_rows
         self.max_queue_rows = max_queue_rows
@@ -95,13 +109,15 @@ class Batcher:
         self._queue_hist = metrics.queue_seconds.labels(*labels)
 
     def start(self) -> None:
-        self._thread.start()
+        if not self._on_loop:
+            self._thread.start()
 
     def stop(self) -> None:
         with self._wakeup:
             self._stopping = True
             self._wakeup.notify_all()
-        self._thread.join(timeout=5)
+        if not self._on_loop:
+            self._thread.join(timeout=5)
 
     def drain_and_stop(self, timeout_s: float) -> bool:
         """Answer every queued request, then stop the compute thread; True when it stopped in time.
@@ -111,6 +127,8 @@ class Batcher:
         with self._wakeup:
             self._draining = True
             self._wakeup.notify_all()
+            if self._on_loop:  # the loop's turns empty the queue; they notify after every chunk
+                return self._wakeup.wait_for(lambda: not self._queued_rows or bool(self.failure), timeout_s)
         self._thread.join(timeout=timeout_s)
         return not self._thread.is_alive()
 
@@ -140,6 +158,8 @@ class Batcher:
             self._queue.append(request)
             self._set_queued(self._queued_rows + count)
             self._wakeup.notify()
+        if self._on_loop and self._turn is None:
+            self._schedule_turn(loop)
         # One timer on the request's own future instead of wait_for(shield(...)): no extra task or future.
         timer = loop.call_later(timeout_s, self._expire, request, timeout_s)
         try:
@@ -168,6 +188,37 @@ class Batcher:
         self._queued_rows = rows
         self._queue_gauge.set(rows)
 
+    def _schedule_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Loop placement: run a turn after the callbacks already due, so requests that arrived in the same
+        loop iteration share its chunks (or after max_queue_delay, if set, while the chunk is not full)."""
+        delay = self.max_queue_delay_s if self._queued_rows < self.chunk_rows else 0.0
+        self._turn = loop.call_later(delay, self._loop_turn) if delay > 0 else loop.call_soon(self._loop_turn)
+
+    def _loop_turn(self) -> None:
+        """Loop placement: chunks for at most TURN_BUDGET_S (at least one), then yield; again while rows wait."""
+        self._turn = None
+        try:
+            deadline = time.perf_counter() + TURN_BUDGET_S
+            while self._queued_rows and not self._stopping:
+                with self._wakeup:
+                    pieces = self._share(self._take_waiting())
+                self._running = pieces
+                self._run_chunk(pieces)
+                self._running = []
+                if self._draining:
+                    with self._wakeup:
+                        self._wakeup.notify_all()
+                if time.perf_counter() >= deadline:
+                    break  # yield: other requests' callbacks run, then the next turn
+            if self._audits and not self._queued_rows and not self._draining and not self._stopping:
+                self._audit_one()  # one per turn, only when no request waits
+        except Exception as exc:  # what would kill a compute thread: the model must say so
+            self._fail(f"compute failed on the event loop: {type(exc).__name__}: {exc}")
+            log.critical("model %s version %s: %s", *self._labels, self.failure, exc_info=exc)
+            return
+        if (self._queued_rows or self._audits) and not self._stopping and self._turn is None:
+            self._turn = asyncio.get_running_loop().call_soon(self._loop_turn)
+
     def _compute_loop(self) -> None:
         try:
             self._serve_chunks()
@@ -185,7 +236,7 @@ class Batcher:
         self._metrics.compute_failures.labels(*self._labels).inc()
         error = NotReady(f"model {self._labels[0]!r} version {self._labels[1]} is not served: {reason}")
         for request in waiting:
-            _resolve(request, error)
+            self._resolve(request, error)
         if self._on_failure is not None:
             self._on_failure(reason)
 
@@ -260,7 +311,7 @@ class Batcher:
         except Exception as exc:  # a model error fails its requests, never the compute thread
             log.exception("chunk failed")
             for piece in pieces:
-                _resolve(piece.request, exc)
+                self._resolve(piece.request, exc)
             return
         finished = time.perf_counter()
         self._record_chunk(pieces, rows.shape[0], started, finished)
@@ -277,7 +328,7 @@ class Batcher:
         target.class_index[piece.start : piece.stop] = outputs.class_index[source]
         request.finished += count
         if request.finished == request.rows.shape[0]:
-            _resolve(request, target)
+            self._resolve(request, target)
             self._sample_for_audit(request)
 
     def _record_chunk(self, pieces: list[_Piece], rows: int, started: float, finished: float) -> None:
@@ -292,6 +343,12 @@ class Batcher:
                     timing.queue_s = started - piece.request.enqueued_at
             if timing is not None:
                 timing.compute_s += finished - started
+
+    def _resolve(self, request: _Request, result: Outputs | BaseException) -> None:
+        if self._on_loop:  # already on the request's loop: no hand-off
+            _settle(request, result)
+        else:
+            request.loop.call_soon_threadsafe(_settle, request, result)
 
     def _sample_for_audit(self, request: _Request) -> None:
         if self.audit_fraction <= 0:
@@ -336,13 +393,10 @@ def _empty_outputs(count: int, batcher: Batcher) -> Outputs:
     )
 
 
-def _resolve(request: _Request, result: Outputs | BaseException) -> None:
-    def settle() -> None:
-        if request.future.done():
-            return  # timed out meanwhile
-        if isinstance(result, BaseException):
-            request.future.set_exception(result)
-        else:
-            request.future.set_result(result)
-
-    request.loop.call_soon_threadsafe(settle)
+def _settle(request: _Request, result: Outputs | BaseException) -> None:
+    if request.future.done():
+        return  # timed out meanwhile
+    if isinstance(result, BaseException):
+        request.future.set_exception(result)
+    else:
+        request.future.set_result(result)

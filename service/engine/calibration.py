@@ -70,13 +70,21 @@ def calibrate(
     """
     timings: list[ChunkTiming] = []
     for chunk_rows in sorted(candidates):
-        timings.append(ChunkTiming(chunk_rows, _best_chunk_seconds(make_executor(chunk_rows), clock)))
+        timings.append(ChunkTiming(chunk_rows, best_chunk_seconds(make_executor(chunk_rows), clock)))
         if timings[-1].seconds > bound_ms / 1000:
             break
     return Calibration(choose_chunk_rows(tuple(timings), bound_ms / 1000), bound_ms, tuple(timings))
 
 
-def _best_chunk_seconds(executor: Executor, clock: Callable[[], float]) -> float:
+def choose_placement(setting: str, forward_s: float, loop_bound_ms: float) -> str:
+    """Where a model's chunks run: "loop" when one C-row forward is shorter than `loop_bound_ms` (a thread
+    hand-off per chunk would cost more than the forward), else "thread"; a setting other than auto wins."""
+    if setting != "auto":
+        return setting
+    return "loop" if forward_s * 1000 <= loop_bound_ms else "thread"
+
+
+def best_chunk_seconds(executor: Executor, clock: Callable[[], float] = time.perf_counter) -> float:
     shape = (executor.chunk_rows, *executor.input_shape)  # exactly one chunk
     rows: Float32Array = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     for _ in range(WARMUP_RUNS):

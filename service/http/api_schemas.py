@@ -15,7 +15,7 @@ V1_TAG, V2_TAG, OPS_TAG = "KServe V1", "Open Inference Protocol V2", "Operations
 REPOSITORY_TAG = "Model repository (admin)"
 MODEL_ERRORS = (404,)
 BODY_ERRORS = (400, 408, 413, 415)
-INFERENCE_ERRORS = (*BODY_ERRORS, 404, 503, 504)
+INFERENCE_ERRORS = (*BODY_ERRORS, 404, 422, 503, 504)
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ ERROR_MEANINGS = {
     404: "Unknown model or version (the message lists the available ones)",
     413: "The body is over --max-body-bytes (also once decompressed), or holds more rows than --max-queue-rows",
     415: "A Content-Encoding other than gzip or deflate",
+    422: "The model's output is not finite for the named rows (inputs too large for it): never a confident label",
     503: "The model is not ready, or its queue is full (then Retry-After says when to come back)",
     504: "Not answered within --request-timeout-s",
 }

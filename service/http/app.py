@@ -68,7 +68,8 @@ def create_app(settings: Settings, executor_factory: ServingExecutorFactory | No
     routes = route_table(plane, metrics, settings, docs)
     docs.document = build_openapi(routes, __version__)
     lifespan = Lifespan(settings, registry)
-    dispatcher = Dispatcher(routes, Guard(settings), metrics, lifespan, AccessLog(settings.access_log))
+    access_log = AccessLog(settings.access_log)
+    dispatcher = Dispatcher(routes, Guard(settings), metrics, lifespan, plane.call_record, access_log)
     return App(dispatcher, settings, registry, plane, routes)
 
 

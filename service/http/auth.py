@@ -1,4 +1,4 @@
-"""API keys: who may call which route. The front door (hotpath.py) asks `Guard.refusal` before every request.
+"""API keys: who may call which route. The dispatcher (dispatch.py) asks `Guard.refusal` before every request.
 
 Keys live in files (one per line, `#` comments), never on the command line, which any local user can read
 in /proc/<pid>/cmdline. A file is re-read when it changes (checked at most once a second per process), so a

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -36,9 +36,16 @@ log = logging.getLogger("invariant.dispatch")
 
 class Dispatcher:
     def __init__(
-        self, routes: Sequence[Route], guard: Guard, metrics: Metrics, lifespan: ASGIApp, access_log: AccessLog
+        self,
+        routes: Sequence[Route],
+        guard: Guard,
+        metrics: Metrics,
+        lifespan: ASGIApp,
+        call_record: Callable[[str, str], CallRecord],
+        access_log: AccessLog,
     ) -> None:
         self.routes = tuple(routes)
+        self.call_record = call_record  # (protocol, model name in the path) -> the call's metric labels
         self.guard = guard
         self.metrics = metrics
         self.lifespan = lifespan
@@ -71,7 +78,8 @@ class Dispatcher:
             if route.protocol is None:
                 response = await _respond(route, request)
             else:
-                call = request.scope[CALL_KEY] = CallRecord(route.protocol, request_id=request_id)
+                call = request.scope[CALL_KEY] = self.call_record(route.protocol, params.get("name", ""))
+                call.request_id = request_id
                 response = await _respond(route, request)
                 self.metrics.record_request(call.name, call.version, route.protocol, response.status_code, started)
         response.headers[REQUEST_ID_HEADER] = request_id

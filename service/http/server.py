@@ -19,35 +19,16 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from service.http.app import App, create_app
+from service.http.factory import AppFactory
 from service.http.protocol import BoundedHttpToolsProtocol
-from service.lifecycle.registry import ServingExecutorFactory
-from service.observability.logs import configure_logging, log_config
+from service.observability.logs import log_config
 from service.settings import Settings
 
 log = logging.getLogger("invariant.server")
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-class AppFactory:
-    """Builds the app in the process that serves it; picklable, so uvicorn's supervisor can hand it to each
-    worker process it spawns (spawned workers import nothing from the parent but what this holds)."""
-
-    def __init__(self, settings: Settings, executor_factory: ServingExecutorFactory | None = None) -> None:
-        self.settings_json = settings.model_dump_json()
-        self.executor_factory = executor_factory  # bench only: a module-level function, pickled by name
-
-    def __call__(self) -> App:
-        settings = Settings.model_validate_json(self.settings_json)
-        configure_logging(
-            settings.log_level, settings.log_format
-        )  # spawned workers do not inherit the parent's logging setup
-        if multiprocessing.parent_process() is not None:  # a worker of --workers N
-            exit_with_parent()
-        return create_app(settings, self.executor_factory)
-
-
-def uvicorn_config(settings: Settings, executor_factory: ServingExecutorFactory | None = None) -> uvicorn.Config:
+def uvicorn_config(settings: Settings, executor_factory: str | None = None) -> uvicorn.Config:
     return uvicorn.Config(
         AppFactory(settings, executor_factory),
         factory=True,
@@ -59,14 +40,16 @@ def uvicorn_config(settings: Settings, executor_factory: ServingExecutorFactory 
         access_log=False,  # the dispatcher writes the access lines (route templates, request ids)
         loop="uvloop",
         lifespan="on",
+        proxy_headers=False,  # nothing here reads the client address: one ASGI layer less per request
         http=BoundedHttpToolsProtocol,  # httptools, with bounds on reading headers
         # Drain: every accepted request is answered or times out (read, then request timeout) before this.
         timeout_graceful_shutdown=math.ceil(max(settings.request_timeout_s, settings.read_timeout_s)) + 5,
     )
 
 
-def serve(settings: Settings, executor_factory: ServingExecutorFactory | None = None) -> None:
-    """Serve until SIGTERM/SIGINT: in this process, or under uvicorn's supervisor with N worker processes."""
+def serve(settings: Settings, executor_factory: str | None = None) -> None:
+    """Serve until SIGTERM/SIGINT: in this process, or under uvicorn's supervisor with N worker processes.
+    `executor_factory`: bench only, "module:function" of a ServingExecutorFactory (see AppFactory)."""
     config = uvicorn_config(settings, executor_factory)
     server = uvicorn.Server(config)
     if settings.workers > 1:

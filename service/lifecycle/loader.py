@@ -22,6 +22,7 @@ from models import CheckpointError, IgnoredEntry, Manifest, list_model_dirs, loa
 from models.checkpoint import NAME_PATTERN
 from models.labels import LabelsError, read_labels
 from service.engine.batcher import Batcher
+from service.engine.calibration import best_chunk_seconds, choose_placement
 from service.engine.executor_factory import build_executor
 from service.engine.numerics import NumericsFingerprint, environment_report, numerics_fingerprint
 from service.engine.types import Executor
@@ -78,6 +79,7 @@ class Verified:
     self_test: SelfTestReport
     environment: dict[str, Any]
     numerics: NumericsFingerprint
+    forward_s: float  # the best of a few C-row forwards, measured after the self-test: decides placement
 
 
 def stamp_of(path: Path) -> DirStamp:
@@ -112,7 +114,7 @@ def verify_version(name: str, version: int, path: Path, settings: Settings, metr
         return checked
     return Verified(
         name, version, path, before, checked.manifest, checked.executor, checked.self_test, checked.environment,
-        checked.numerics,
+        checked.numerics, best_chunk_seconds(checked.executor),
     )  # fmt: skip
 
 
@@ -123,17 +125,21 @@ def start_serving(
     thread if it dies. Called by the registry, which stops every batcher it started."""
     labels = (verified.name, str(verified.version))
     delay_s = settings.max_queue_delay_ms / 1000
+    placement = choose_placement(settings.placement, verified.forward_s, settings.loop_forward_bound_ms)
     batcher = Batcher(
-        verified.executor, labels, metrics, settings.max_queue_rows, delay_s, settings.audit_fraction, on_failure
-    )
+        verified.executor, labels, metrics, settings.max_queue_rows, delay_s, settings.audit_fraction, on_failure,
+        placement,
+    )  # fmt: skip
     batcher.start()
     log.info(
-        "model %s version %d ready (sha256 %s, self-test %s in %.2f s)", verified.name, verified.version,
-        verified.manifest.weights_sha256[:12], verified.self_test.summary(), verified.self_test.seconds,
+        "model %s version %d ready (sha256 %s, self-test %s in %.2f s, %.3f ms per %d-row forward: %s placement)",
+        verified.name, verified.version, verified.manifest.weights_sha256[:12], verified.self_test.summary(),
+        verified.self_test.seconds, verified.forward_s * 1000, verified.executor.chunk_rows, placement,
     )  # fmt: skip
+    execution = {**verified.executor.describe(), "placement": placement, "forward_ms": verified.forward_s * 1000}
     return ServedModel(
         verified.name, verified.version, verified.path, verified.stamp, verified.manifest, batcher,
-        verified.self_test, verified.environment, verified.executor.describe(), verified.numerics,
+        verified.self_test, verified.environment, execution, verified.numerics,
     )  # fmt: skip
 
 
