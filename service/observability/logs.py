@@ -36,11 +36,13 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
         }
         fields = getattr(record, _FIELDS_KEY, None)
-        if isinstance(fields, dict):
+        if isinstance(fields, dict):  # an access line: its fields are the message
+            line["message"] = "request"
             line.update(fields)
+        else:
+            line["message"] = record.getMessage()
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(line).decode()
@@ -93,5 +95,21 @@ class AccessLog:
         if not self.enabled or not self._log.isEnabledFor(logging.INFO):
             return
         fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        text = " ".join(f"{key}={value}" for key, value in fields.items())
-        self._log.info(text, extra={_FIELDS_KEY: fields})
+        # makeRecord + handle: a logger.info() without its caller lookup (the line's place in the code is
+        # always this one); the text form is built only if a text formatter asks for the message.
+        record = self._log.makeRecord(
+            ACCESS_LOGGER, logging.INFO, __file__, 0, _AccessMessage(fields), None, None, extra={_FIELDS_KEY: fields}
+        )
+        self._log.handle(record)
+
+
+class _AccessMessage:
+    """The text form of an access line (`key=value ...`), made when a formatter asks for it."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return " ".join(f"{key}={value}" for key, value in self.fields.items())
