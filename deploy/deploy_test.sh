@@ -278,9 +278,10 @@ log "phase: kill one replica under load"
 t0=$EPOCHREALTIME
 kill_clients=6
 replica_check kill --clients $kill_clients --seconds 8 --kill-after 3 | tee "$LOGS/kill.log" || fail "killing a replica under load"
-# What the replica had in flight: the sessions HAProxy had open to it when it took it out of the rotation,
+# What the replica had in flight: the sessions HAProxy had open to it when it took it out of the HTTP backend
+# ("Server replicas/...": the gRPC backend grpc_replicas/ has its own lines) when it left the rotation,
 # plus at most one per client that the replica was answering when it died (those end before that, as a 502).
-in_flight="$(docker compose logs --no-color balancer | sed -n 's/.*replicas\/.* is \(going \)\{0,1\}DOWN.* \([0-9]*\) sessions active.*/\2/p' | head -1)"
+in_flight="$(docker compose logs --no-color balancer | sed -n 's/.*Server replicas\/.* is \(going \)\{0,1\}DOWN.* \([0-9]*\) sessions active.*/\2/p' | head -1)"
 failed="$(sed -n 's/^kill: passed: failed=\([0-9]*\) .*/\1/p' "$LOGS/kill.log")"
 [ -n "$in_flight" ] && [ -n "$failed" ] || fail "could not read the balancer's sessions or the failures"
 [ "$failed" -le $((in_flight + kill_clients)) ] ||
