@@ -98,7 +98,7 @@ class AccessLog:
         # makeRecord + handle: a logger.info() without its caller lookup (the line's place in the code is
         # always this one); the text form is built only if a text formatter asks for the message.
         record = self._log.makeRecord(
-            ACCESS_LOGGER, logging.INFO, __file__, 0, _AccessMessage(fields), None, None, extra={_FIELDS_KEY: fields}
+            ACCESS_LOGGER, logging.INFO, __file__, 0, _AccessMessage(fields), (), None, extra={_FIELDS_KEY: fields}
         )
         self._log.handle(record)
 
