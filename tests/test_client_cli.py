@@ -5,11 +5,14 @@ byte for byte the same file scored in-process (`--local`, same executor, same C)
 from __future__ import annotations
 
 import csv
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RunningServer
+from conftest import RunningServer, start_server, stop_server
+from gated_service import Gate
+from repository_helpers import wait_for
 
 from service.client.cli import main
 
@@ -66,3 +69,43 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capture
     assert capsys.readouterr().err == f"invariant-predict: error: --data {tmp_path / 'absent.csv'}: no such file\n"
     assert main([*args, "--data", str(tmp_path), "--in-flight", "0"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_a_full_queue_is_retried_after_retry_after_and_the_file_still_equals_local_scoring(
+    tiny_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The gate holds the CNN's forward passes (on the batcher's thread, not the event loop), so the queue
+    (40 rows) is full and a 503 certain; once it opens, the retried chunks are answered and the file equals
+    the in-process scoring."""
+    rows = np.random.default_rng(4).standard_normal((120, 64)).astype(np.float32)
+    data = tmp_path / "in.csv"
+    with data.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([f"c{i}" for i in range(64)])  # positional: tinycnn names fewer features than it takes
+        writer.writerows([[repr(float(v)) for v in row] for row in rows])
+    (tmp_path / "gate").mkdir()
+    gate = Gate(tmp_path / "gate")
+    (tmp_path / "logs").mkdir()
+    server = start_server(
+        tiny_repository, tmp_path / "logs", "--max-queue-rows", "40", "--placement", "thread", gate=gate
+    )
+    remote, local = tmp_path / "remote.csv", tmp_path / "local.csv"
+    common = ["predict", "--model", "tinycnn", "--data", str(data), "--quiet"]
+    exit_codes: list[int] = []
+    remote_args = [*common, "--url", server.url, "--out", str(remote), "--rows-per-request", "30", "--in-flight", "3"]
+    client = threading.Thread(target=lambda: exit_codes.append(main(remote_args)))
+    try:
+        gate.close()
+        client.start()
+        gate.wait_until_blocked()
+        with server.client() as http:
+            wait_for("a 503", lambda: 'status="503"' in http.get("/metrics").text or None)
+        gate.open()
+        client.join(timeout=120)
+    finally:
+        gate.open()
+        stop_server(server)
+    assert exit_codes == [0]
+    assert main([*common, "--local", str(tiny_repository), "--out", str(local)]) == 0
+    assert remote.read_bytes() == local.read_bytes()

@@ -83,7 +83,9 @@ class Dispatcher:
                 response = await _respond(route, request)
                 self.metrics.record_request(call.name, call.version, route.protocol, response.status_code, started)
         response.headers[REQUEST_ID_HEADER] = request_id
-        self.access_log.record(_access_fields(scope["method"], route, response.status_code, request_id, call), started)
+        if self.access_log.enabled:
+            fields = _access_fields(scope["method"], route, response.status_code, request_id, call)
+            self.access_log.record(fields, started)
         await response(scope, receive, send)
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, Any], list[str]]:
