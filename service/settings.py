@@ -138,6 +138,14 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Server log verbosity (uvicorn and invariant-serve loggers)"
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or one JSON object per line (uvicorn's lines too)"
+    )
+    access_log: bool = Field(
+        True,
+        description="One log line per request: method, route template, model, version, status, rows, queue and "
+        "compute ms, request id (never a key, the raw path or input values)",
+    )
 
     @classmethod
     def settings_customise_sources(

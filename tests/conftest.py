@@ -25,6 +25,8 @@ from checkpoints import TINY_CNN, write_checkpoint
 from gated_service import Gate
 from waiting import wait_until
 
+from models.labels import write_labels
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -149,9 +151,11 @@ def stop_server(server: RunningServer) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`tiny` (16 features, 4 classes, BatchNorm MLP) and `tinycnn` (1x8x8, 3 classes, BatchNorm CNN)."""
+    """`tiny` (16 features, 4 classes, BatchNorm MLP; labels.json {"stable": 1}, so the label routes answer)
+    and `tinycnn` (1x8x8, 3 classes, BatchNorm CNN)."""
     repository = tmp_path_factory.mktemp("repository")
     write_checkpoint(repository, "tiny")
+    write_labels(repository / "tiny", {"stable": 1})
     write_checkpoint(repository, "tinycnn", TINY_CNN)
     return repository
 

@@ -28,7 +28,7 @@ ADMIN_KEY = "admin-key-fedcba9876543210"
 CHALLENGE = 'Bearer realm="invariant-serve"'
 MISSING = {"error": "missing API key: send the header Authorization: Bearer <key>"}
 INVALID = {"error": "invalid API key"}
-SAMPLE_PATH_VALUES = {"name": "tiny", "version": "1"}
+SAMPLE_PATH_VALUES = {"name": "tiny", "version": "1", "label": "stable"}
 BODIES: dict[str | None, Any] = {
     None: None,
     "RepositoryIndexRequest": None,

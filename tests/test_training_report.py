@@ -51,13 +51,35 @@ def test_report_of_a_model_means_its_latest_version_and_two_are_compared(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     assert main([str(repository / "syn")]) == 0
-    assert capsys.readouterr().out.splitlines()[0].startswith("syn v2: mlp 16, norm layer")
-    assert (tmp_path / "syn-v2-curves.png").is_file()
-    assert main([str(repository / "syn" / "1"), str(repository / "syn" / "2")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("syn v2: mlp 16, norm layer")
+    assert lines[-1] == f"curves: {repository / 'syn' / '2' / 'curves.png'} (--out FILE.png|DIR to draw)"
+    assert tree(tmp_path) == set()  # nothing written into the current directory unasked
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    assert main([str(repository / "syn" / "1"), str(repository / "syn" / "2"), "--out", str(figures)]) == 0
     text = capsys.readouterr().out
     assert text.count("final ") == 2
-    assert text.endswith("figure: syn-v1-vs-syn-v2-curves.png\n")
-    assert png_size(tmp_path / "syn-v1-vs-syn-v2-curves.png") == (1000, 400)
+    assert text.endswith(f"figure: {figures / 'syn-v1-vs-syn-v2-curves.png'}\n")
+    assert png_size(figures / "syn-v1-vs-syn-v2-curves.png") == (1000, 400)
+
+
+def test_report_out_names_a_new_directory_with_a_trailing_slash(
+    repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(repository / "syn" / "1"), "--out", f"{tmp_path / 'new'}/"]) == 0
+    assert capsys.readouterr().out.endswith(f"figure: {tmp_path / 'new' / 'syn-v1-curves.png'}\n")
+    assert png_size(tmp_path / "new" / "syn-v1-curves.png") == (1000, 400)
+
+
+def test_report_out_in_a_missing_directory_is_one_line_before_any_table(
+    repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(repository / "syn" / "1"), "--out", str(tmp_path / "absent" / "x.png")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    out = tmp_path / "absent" / "x.png"
+    assert captured.err == f"python -m training.report: error: --out {out}: no such directory {out.parent}\n"
 
 
 def test_report_of_nothing_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -150,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="model repository (default: ./model-repository)",
     )
+    output.add_argument(
+        "--promote-if-better",
+        choices=["val_accuracy", "val_loss"],
+        metavar="{val_accuracy,val_loss}",
+        help="publish the new version, and label it stable (labels.json: unversioned traffic) only if it beats "
+        "the version labelled stable (else the highest) on this run's validation split; otherwise it is "
+        "served by number only (default: no labels.json is written, so the highest version serves)",
+    )
     return parser
 
 
@@ -223,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result is not None:  # None: a torchrun rank other than 0, which writes nothing
         print(summary(result.history, result.kept_epoch))
         print(f"checkpoint: {result.version_dir}")
+        if result.promotion is not None:
+            print(f"promotion: {result.promotion.summary()}")
     return 0
 
 

@@ -77,6 +77,7 @@ class TrainOptions:
     max_categories: int = DEFAULT_MAX_CATEGORIES
     max_data_mb: int = DEFAULT_MAX_DATA_MB
     task: TaskName | None = None
+    promote_if_better: str | None = None  # a key of training.gate.GATE_METRICS: label the new version stable if so
 
     def to_json(self) -> dict[str, Any]:
         values = asdict(self)
@@ -130,6 +131,7 @@ def resolve_options(raw: dict[str, Any]) -> TrainOptions:
         keep=cast(KeepPolicy, raw.get("keep") or "last"),
         early_stopping=_patience(raw.get("early_stopping")),
         **_csv_options(raw, data),
+        promote_if_better=raw.get("promote_if_better"),
     )
 
 

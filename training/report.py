@@ -1,11 +1,13 @@
 """The per-epoch summary table, and `python -m training.report`: a checkpoint's table and curves again.
 
-    python -m training.report REPO/NAME[/VERSION] [REPO/NAME[/VERSION]] [--out FILE.png]
+    python -m training.report REPO/NAME[/VERSION] [REPO/NAME[/VERSION]] [--out FILE.png | --out DIR]
 
-One checkpoint: its summary table and its curves. Two: both tables and one figure comparing them. NAME
-without a version means its latest version. The figure goes to --out (default: ./NAME-vN-curves.png, or
-./NAME-vA-vs-NAME-vB-curves.png): published versions are never modified, their own curves.png included.
-Exit codes: 0 written; 2 bad input (one line on stderr).
+One checkpoint: its summary table (its curves are the version's own curves.png). Two: both tables, and with
+--out one figure comparing them. NAME without a version means its latest version. A figure is written only
+when --out is given: to FILE.png, or into DIR (an existing directory, or a path ending in '/') as
+NAME-vN-curves.png / NAME-vA-vs-NAME-vB-curves.png. Nothing is written into the current directory unasked,
+and published versions are never modified. --out is checked before anything is printed.
+Exit codes: 0 done; 2 bad input (one line on stderr).
 """
 
 from __future__ import annotations
@@ -84,8 +86,26 @@ def version_dir_of(target: str) -> Path:
     return path / str(versions[-1])
 
 
-def report(targets: Sequence[str], out: Path | None) -> str:
-    """The text to print; writes the figure to `out` (or the default name in the current directory)."""
+def figure_path_of(out: str | None, labels: Sequence[str]) -> Path | None:
+    """Where the figure goes: None without --out; inside a directory (existing, or named with a trailing
+    '/', then created) under the default name; else the file named. InputError when it cannot be written."""
+    if out is None:
+        return None
+    default_name = f"{'-vs-'.join(labels)}-curves.png"
+    path = Path(out)
+    if out.endswith(("/", "\\")) or path.is_dir():
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"--out {out}: cannot create the directory: {exc.strerror or exc}") from None
+        return path / default_name
+    if not path.parent.is_dir():
+        raise InputError(f"--out {out}: no such directory {path.parent}")
+    return path
+
+
+def report(targets: Sequence[str], out: str | None) -> str:
+    """The text to print; writes the figure where --out says (figure_path_of), nowhere without it."""
     from models.checkpoint import CheckpointError, read_manifest
     from training.curves import curves_png, curves_title
 
@@ -100,7 +120,9 @@ def report(targets: Sequence[str], out: Path | None) -> str:
     ]
     runs = {label: manifest.epochs for label, manifest in zip(labels, manifests, strict=True)}
     title = curves_title(manifests[0]) if len(manifests) == 1 else " vs ".join(labels)
-    figure_path = out or Path(f"{'-vs-'.join(labels)}-curves.png")
+    figure_path = figure_path_of(out, labels)
+    if figure_path is None:
+        return "\n\n".join(blocks) + "\n\n" + _own_curves(targets, manifests)
     try:
         figure_path.write_bytes(curves_png(runs if len(runs) > 1 else {"": manifests[0].epochs}, title))
     except OSError as exc:
@@ -108,12 +130,20 @@ def report(targets: Sequence[str], out: Path | None) -> str:
     return "\n\n".join(blocks) + f"\n\nfigure: {figure_path}"
 
 
+def _own_curves(targets: Sequence[str], manifests: Sequence[Any]) -> str:
+    if len(manifests) == 1 and "curves" in manifests[0].artifacts:
+        return f"curves: {version_dir_of(targets[0]) / manifests[0].artifacts['curves']} (--out FILE.png|DIR to draw)"
+    return "figure: none written (--out FILE.png or --out DIR to draw the comparison)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("checkpoints", nargs="+", metavar="REPO/NAME[/VERSION]", help="one, or two to compare")
-    parser.add_argument("--out", type=Path, metavar="FILE.png", help="where the figure goes")
+    parser.add_argument(
+        "--out", metavar="FILE.png|DIR", help="write the figure to this file, or into this directory (default: none)"
+    )
     arguments = parser.parse_args(argv)
     if len(arguments.checkpoints) > 2:
         parser.error("give one checkpoint, or two to compare")

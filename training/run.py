@@ -19,6 +19,7 @@ from training.curves import CURVES_FILE, curves_png, curves_title
 from training.data import Dataset, Split, TableSettings, load_dataset, split_dataset, standardization_stats
 from training.distributed import World, process_group
 from training.errors import InputError, TrainingFailed
+from training.gate import Decision, hold_stable, judge, settle
 from training.loop import (
     LOSS_DESCRIPTION,
     TRAIN_THREADS,
@@ -42,6 +43,7 @@ class RunResult:
     manifest: Manifest
     history: list[EpochMetrics]
     kept_epoch: int
+    promotion: Decision | None = None  # --promote-if-better: the comparison and whether `stable` moved
 
 
 def run_training(options: TrainOptions, progress: bool = True) -> RunResult | None:
@@ -98,17 +100,24 @@ def run_training(options: TrainOptions, progress: bool = True) -> RunResult | No
         if not world.writes:
             return None
         written = plain_model(config, model)  # inside: building a model draws from the (forked) global RNG
+        decision = None
+        if options.promote_if_better is not None:  # the baseline evaluated on this run's validation split
+            decision = judge(options.repository / options.name, options.promote_if_better, fitted.kept, split.val)
     record = training_record(options, source, split) | {"distributed": distributed_record(options, world)}
     record |= {"kept_epoch": fitted.kept_epoch, "epochs_run": len(fitted.history)}
     spec = InputSpec(dataset.input_shape, "float32", dataset.feature_names, preprocessing)
     manifest = build_manifest(options, config, dataset, record, fitted, spec, objective)
     figure = curves_png({"": manifest.epochs}, curves_title(manifest))
     try:
+        if decision is not None:  # before the new version exists: a server must not give it unversioned traffic
+            hold_stable(options.repository / options.name, decision)
         version_dir = save_checkpoint(options.repository, written, manifest, {CURVES_FILE: figure})
+        if decision is not None:
+            decision = settle(version_dir, decision)
     except (CheckpointError, OSError) as exc:
         raise TrainingFailed(f"could not write the checkpoint to {options.repository}: {exc}") from exc
     # save_checkpoint fills in version, sha256 and time; return what a server will read.
-    return RunResult(version_dir, read_manifest(version_dir), fitted.history, fitted.kept_epoch)
+    return RunResult(version_dir, read_manifest(version_dir), fitted.history, fitted.kept_epoch, decision)
 
 
 def rank_seed(seed: int, rank: int) -> int:

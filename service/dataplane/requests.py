@@ -72,6 +72,7 @@ class InferRequest:
     receipts: bool = False  # the client asked for a signed receipt per row (service/receipts/)
     request_id: str | None = None  # the client's id (V2 "id"), named in receipts; None: the server makes one
     outputs: tuple[str, ...] = ()  # output names the client asked for by name (checked before compute)
+    label: str | None = None  # a version label (labels.json), instead of a version; checked by the codec
 
 
 CLASSIFIER_OUTPUTS = ("logits", "probabilities", "class_index", "label")

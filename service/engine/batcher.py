@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.engine.types import Executor, Float32Array, Outputs
+from service.engine.types import Executor, Float32Array, Outputs, RequestTiming
 from service.errors import NotReady, Overloaded, PayloadTooLarge, RequestTimeout
 from service.observability.metrics import Metrics
 
@@ -46,6 +46,7 @@ class _Request:
     loop: asyncio.AbstractEventLoop
     enqueued_at: float
     results: Outputs
+    timing: RequestTiming | None = None  # filled in for the caller (access log), when it asks
     taken: int = 0  # rows handed to the compute thread so far
     finished: int = 0  # rows whose outputs are stored
     cancelled: bool = False
@@ -144,11 +145,12 @@ class Batcher:
         if self._queued_rows + count > self.max_queue_rows:
             raise Overloaded(f"queue full: {self._queued_rows} rows waiting (max_queue_rows={self.max_queue_rows})")
 
-    async def submit(self, rows: Float32Array, timeout_s: float) -> Outputs:
-        """Queue rows (n, *input_shape); resolves with their outputs, or raises Overloaded/RequestTimeout."""
+    async def submit(self, rows: Float32Array, timeout_s: float, timing: RequestTiming | None = None) -> Outputs:
+        """Queue rows (n, *input_shape); resolves with their outputs, or raises Overloaded/RequestTimeout.
+        `timing`, when given, receives the request's queue and compute seconds."""
         loop = asyncio.get_running_loop()
         count = rows.shape[0]
-        request = _Request(rows, loop.create_future(), loop, time.perf_counter(), _empty_outputs(count, self))
+        request = _Request(rows, loop.create_future(), loop, time.perf_counter(), _empty_outputs(count, self), timing)
         with self._wakeup:
             if self._draining or self._stopping:
                 raise NotReady("this model version is being unloaded; retry to reach the version now served")
@@ -338,8 +340,13 @@ class Batcher:
         self._chunk_hist.observe(rows)
         self._padding_hist.observe(1 - rows / self.chunk_rows)
         for piece in pieces:
+            timing = piece.request.timing
             if piece.start == 0:
                 self._queue_hist.observe(started - piece.request.enqueued_at)
+                if timing is not None:
+                    timing.queue_s = started - piece.request.enqueued_at
+            if timing is not None:
+                timing.compute_s += finished - started
 
     def _resolve(self, request: _Request, result: Outputs | BaseException) -> None:
         if self._on_loop:  # already on the request's loop: no hand-off

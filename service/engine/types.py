@@ -38,6 +38,15 @@ class Outputs:
         )
 
 
+@dataclass
+class RequestTiming:
+    """Where one request's time went, filled in by the batcher's compute thread (read once it is answered):
+    seconds from queueing to its first chunk's forward, and the seconds of the forwards that held its rows."""
+
+    queue_s: float = 0.0
+    compute_s: float = 0.0
+
+
 class Executor(Protocol):
     """Runs one eval-mode model on float32 rows (N, *input_shape), C rows per forward pass.
 

@@ -310,6 +310,14 @@ V1_PREDICT = Doc(
     description="With the header X-Receipts: true or the query ?receipts=true, each prediction carries a signed "
     "receipt (needs --receipts-key-file; docs/receipts.md).",
 )
+V1_PREDICT_LABEL = Doc(
+    "Predict with the version a label names (labels.json, e.g. stable or canary), as TF Serving's labels",
+    V1_TAG,
+    "V1PredictResponse",
+    request="V1PredictRequest",
+    model_headers=True,
+    errors=INFERENCE_ERRORS,
+)
 V1_LIVE = Doc("KServe V1 liveness: the process answers", V1_TAG, "V1Live")
 V1_MODELS = Doc("The served model names", V1_TAG, "V1ModelList")
 V1_MODEL = Doc("Whether the latest version of a model serves", V1_TAG, "V1ModelStatus", errors=MODEL_ERRORS)

@@ -36,6 +36,7 @@ from service.http.openapi import build_openapi
 from service.http.protocol import LIMITS_KEY, ConnectionLimits
 from service.http.routes import Route, route_table
 from service.lifecycle.registry import ModelRegistry, ServingExecutorFactory
+from service.observability.logs import AccessLog
 from service.observability.metrics import Metrics
 from service.receipts import Receipts
 from service.settings import Settings
@@ -94,7 +95,8 @@ def create_app(
     docs.document = build_openapi(routes, __version__)
     others = tuple(make(plane, metrics, settings) for make in transports)
     lifespan = Lifespan(settings, registry, receipts, others)
-    dispatcher = Dispatcher(routes, Guard(settings), metrics, lifespan, plane.call_record)
+    access_log = AccessLog(settings.access_log)
+    dispatcher = Dispatcher(routes, Guard(settings), metrics, lifespan, plane.call_record, access_log)
     return App(dispatcher, settings, registry, plane, routes)
 
 

@@ -2,7 +2,8 @@
 
 Per request, in this order and nowhere else: match the route table (routes.py) -> check the key for the
 route's access level (auth.py) -> 405/404 -> call the row's handler -> render any error as {"error": ...} ->
-count inference calls with the status actually sent -> compress the answer if asked. There is no framework
+count inference calls with the status actually sent -> one access log line (route template, never the raw
+path) -> echo X-Request-Id -> compress the answer if asked. There is no framework
 router or middleware stack around it: those cost more per request than decoding and batching a row (about
 half of the event loop's time in the py-spy profile of the benchmark), and a second router over the same
 table could disagree with this one.
@@ -25,6 +26,7 @@ from service.dataplane import CallRecord
 from service.errors import MethodNotAllowed, NotFound, ServiceError
 from service.http.auth import Guard
 from service.http.routes import Route
+from service.observability.logs import REQUEST_ID_HEADER, AccessLog, request_id_of
 from service.observability.metrics import Metrics
 from service.protocols.compression import compressing
 from service.protocols.wire import CALL_KEY, error_response, json_response
@@ -40,12 +42,14 @@ class Dispatcher:
         metrics: Metrics,
         lifespan: ASGIApp,
         call_record: Callable[[str, str], CallRecord],
+        access_log: AccessLog,
     ) -> None:
         self.routes = tuple(routes)
         self.call_record = call_record  # (protocol, model name in the path) -> the call's metric labels
         self.guard = guard
         self.metrics = metrics
         self.lifespan = lifespan
+        self.access_log = access_log
         # Starlette's own path compiler: "{name}" matches one path segment.
         self._patterns: list[tuple[str, re.Pattern[str], Route]] = [
             (r.path, compile_path(r.path)[0], r) for r in self.routes
@@ -61,25 +65,28 @@ class Dispatcher:
             await send({"type": "websocket.close", "code": 1008})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request_id = request_id_of(scope["headers"])
         route, params, allowed = self.match(scope["method"], _route_path(scope))
         refusal = self.guard.refusal(scope, route.access if route else None)  # before 404/405: reveals nothing
+        call: CallRecord | None = None
         if route is None or refusal is not None:
-            await (refusal or _no_route(allowed))(scope, receive, send)
-            return
-        scope["path_params"] = params
-        request = Request(scope, receive)
-        if route.protocol is None:
-            response = await _respond(route, request)
+            response = refusal or _no_route(allowed)
         else:
-            response = await self._infer(route, route.protocol, request, params.get("name", ""))
+            scope["path_params"] = params
+            request = Request(scope, receive)
+            if route.protocol is None:
+                response = await _respond(route, request)
+            else:
+                call = request.scope[CALL_KEY] = self.call_record(route.protocol, params.get("name", ""))
+                call.request_id = request_id
+                response = await _respond(route, request)
+                self.metrics.record_request(call.name, call.version, route.protocol, response.status_code, started)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        if self.access_log.enabled:
+            fields = _access_fields(scope["method"], route, response.status_code, request_id, call)
+            self.access_log.record(fields, started)
         await response(scope, receive, send)
-
-    async def _infer(self, route: Route, protocol: str, request: Request, name: str) -> Response:
-        call = request.scope[CALL_KEY] = self.call_record(protocol, name)
-        started = time.perf_counter()
-        response = await _respond(route, request)
-        self.metrics.record_request(call.name, call.version, protocol, response.status_code, started)
-        return response
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, Any], list[str]]:
         """(route, path parameters, []) for the route serving (method, path); (None, {}, methods) when the path
@@ -103,6 +110,32 @@ class Dispatcher:
                 return route, params, []
             allowed += [route.method, "HEAD"] if route.method == "GET" else [route.method]
         return None, {}, allowed
+
+
+def _access_fields(
+    method: str, route: Route | None, status: int, request_id: str, call: CallRecord | None
+) -> dict[str, Any]:
+    """The access line's fields: only values the server defines, and the checked request id."""
+    fields: dict[str, Any] = {
+        "method": method if method in _METHODS else "OTHER",
+        "route": route.path if route is not None else "-",  # the template: the raw path may hold anything
+        "status": status,
+        "request_id": request_id,
+    }
+    if call is not None:
+        timing = call.timing
+        fields |= {
+            "protocol": call.protocol,
+            "model": call.name,
+            "version": call.version,
+            "rows": call.rows,
+            "queue_ms": round(timing.queue_s * 1000, 3),
+            "compute_ms": round(timing.compute_s * 1000, 3),
+        }
+    return fields
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
 def _route_path(scope: Scope) -> str:

@@ -6,10 +6,10 @@ health-check thread is up, imports and builds the app from the one serialized `S
 from __future__ import annotations
 
 import importlib
-import logging
 import multiprocessing
 from typing import TYPE_CHECKING, Any
 
+from service.observability.logs import configure_logging
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -32,7 +32,9 @@ class AppFactory:
         from service.http.server import exit_with_parent
 
         settings = Settings.model_validate_json(self.settings_json)
-        configure_logging(settings.log_level)  # spawned workers do not inherit the parent's logging setup
+        configure_logging(
+            settings.log_level, settings.log_format
+        )  # spawned workers do not inherit the parent's logging setup
         if multiprocessing.parent_process() is not None:  # a worker of --workers N
             exit_with_parent()
         wrap = None if self.executor_factory is None else _imported(self.executor_factory)
@@ -43,7 +45,3 @@ def _imported(qualified: str) -> Any:
     """The object named by "module:attribute"."""
     module, _, name = qualified.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -48,6 +48,14 @@ def route_table(plane: DataPlane, metrics: Metrics, settings: Settings, docs: Do
         Route(
             "POST", "/v1/models/{name}/versions/{version}:predict", v1.predict, INFERENCE, doc.V1_PREDICT, protocol="v1"
         ),
+        Route(
+            "POST",
+            "/v1/models/{name}/labels/{label}:predict",
+            v1.predict,
+            INFERENCE,
+            doc.V1_PREDICT_LABEL,
+            protocol="v1",
+        ),
         Route("POST", "/v2/models/{name}/infer", v2.infer, INFERENCE, doc.V2_INFER, protocol="v2"),
         Route("POST", "/v2/models/{name}/versions/{version}/infer", v2.infer, INFERENCE, doc.V2_INFER, protocol="v2"),
         Route("GET", "/", v1.live, PUBLIC, doc.V1_LIVE),

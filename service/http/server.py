@@ -21,6 +21,7 @@ from uvicorn.supervisors import Multiprocess
 
 from service.http.factory import AppFactory
 from service.http.protocol import BoundedHttpToolsProtocol
+from service.observability.logs import log_config
 from service.settings import Settings
 
 log = logging.getLogger("invariant.server")
@@ -36,8 +37,9 @@ def uvicorn_config(
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        log_config=log_config(settings.log_level, settings.log_format),  # one configuration, uvicorn's too
         log_level=settings.log_level,
-        access_log=False,
+        access_log=False,  # the dispatcher writes the access lines (route templates, request ids)
         loop="uvloop",
         lifespan="on",
         proxy_headers=False,  # nothing here reads the client address: one ASGI layer less per request

@@ -21,6 +21,7 @@ from typing import Any
 from models import CheckpointError, IgnoredEntry, Manifest, list_model_dirs, load_checkpoint, scan_versions
 from models.checkpoint import NAME_PATTERN, read_manifest
 from models.imported import ImportedConfig
+from models.labels import LabelsError, read_labels
 from service.engine.batcher import Batcher
 from service.engine.calibration import best_chunk_seconds, choose_placement
 from service.engine.executor_factory import build_executor
@@ -222,10 +223,13 @@ def _record(metrics: Metrics, name: str, version: int, result: _Checked | Refusa
 
 @dataclass(frozen=True)
 class ModelDir:
-    """One model directory as a scan saw it: version number -> stamp, and the ignored directories."""
+    """One model directory as a scan saw it: version number -> stamp, the ignored directories, and its
+    labels.json (None: no file; `labels_problem` says why a file present could not be used)."""
 
     versions: dict[int, DirStamp]
     ignored: tuple[IgnoredEntry, ...]
+    labels: dict[str, int] | None = None
+    labels_problem: str = ""
 
 
 EMPTY_MODEL_DIR = ModelDir({}, ())
@@ -235,7 +239,12 @@ def scan_model(repository: Path, name: str) -> ModelDir:
     if not NAME_PATTERN.match(name):
         return EMPTY_MODEL_DIR
     versions, ignored = scan_versions(repository, name)
-    return ModelDir({number: stamp_of(path) for number, path in versions.items()}, tuple(ignored))
+    stamps = {number: stamp_of(path) for number, path in versions.items()}
+    try:
+        labels = read_labels(Path(repository) / name)
+    except LabelsError as exc:
+        return ModelDir(stamps, tuple(ignored), None, str(exc))
+    return ModelDir(stamps, tuple(ignored), labels)
 
 
 def scan_repository(repository: Path) -> dict[str, ModelDir]:

@@ -16,8 +16,10 @@ from dataclasses import replace
 from typing import Any
 
 from models import parse_version
+from models.labels import LABELS_FILE, STABLE
 from service.engine.types import Executor
 from service.errors import BadRequest, NotFound
+from service.lifecycle.labels import LabelBook
 from service.lifecycle.loader import (
     EMPTY_MODEL_DIR,
     DirStamp,
@@ -59,6 +61,7 @@ class ModelRegistry:
         self.metrics = metrics
         self.executor_factory = executor_factory
         self.policy = parse_policy(settings.version_policy)
+        self.labels = LabelBook()  # labels.json of each model: the version unversioned traffic gets
         self._snapshot = Snapshot()
         # Working state, touched only on the event loop; `_publish` turns it into the next snapshot.
         self._disk: dict[str, ModelDir] = {}
@@ -90,13 +93,18 @@ class ModelRegistry:
     def any_ready(self) -> bool:
         return bool(self._snapshot.latest)
 
-    def find(self, name: str, version: str | None = None) -> ServedModel | NotServing:
-        """The named version, or the highest that serves (else the highest known); NotFound if unknown."""
+    def find(self, name: str, version: str | None = None, label: str | None = None) -> ServedModel | NotServing:
+        """The named version, the labelled one, or the one unversioned traffic gets (labels.py: `stable`, else
+        the highest that serves; else the highest known); NotFound if unknown."""
         snapshot = self._snapshot
+        if label is not None:
+            return self._labelled(snapshot, name, label)
         if version is None:
             served = snapshot.latest.get(name)
             if served is not None:
                 return served
+            if STABLE in snapshot.labels.get(name, {}):
+                return self._labelled(snapshot, name, STABLE)
             unserved = snapshot.unserved.get(name)
             if not unserved:
                 raise NotFound(f"unknown model {name!r}; available: {self.names()}")
@@ -109,6 +117,21 @@ class ModelRegistry:
         if not self.has(name):
             raise NotFound(f"unknown model {name!r}; available: {self.names()}")
         raise NotFound(f"model {name!r} has no version {version!r}; available: {self.versions(name)}")
+
+    def _labelled(self, snapshot: Snapshot, name: str, label: str) -> ServedModel | NotServing:
+        if not self.has(name):
+            raise NotFound(f"unknown model {name!r}; available: {self.names()}")
+        labels = snapshot.labels.get(name, {})
+        number = labels.get(label)
+        if number is None:
+            raise NotFound(f"model {name!r} has no label {label!r}; labels: {sorted(labels)}")
+        found = snapshot.serving.get(name, {}).get(number) or snapshot.unserved.get(name, {}).get(number)
+        if found is None:
+            raise NotFound(f"label {label!r} of model {name!r} names version {number}, which is not in the repository")
+        return found
+
+    def labels_of(self, name: str) -> dict[str, int]:
+        return dict(self._snapshot.labels.get(name, {}))
 
     def get_ready(self, name: str, version: str | None = None) -> ServedModel:
         found = self.find(name, version)
@@ -202,6 +225,7 @@ class ModelRegistry:
         for name in names:
             if name in self._unloaded:
                 continue
+            self.labels.update(name, self._disk.get(name, EMPTY_MODEL_DIR))
             on_disk = self._disk.get(name, EMPTY_MODEL_DIR).versions
             for gone in [key for key in self._refused if key[0] == name and key[1] not in on_disk]:
                 del self._refused[gone]  # a directory made again under this number is tried afresh
@@ -223,7 +247,8 @@ class ModelRegistry:
             for version, stamp in on_disk.items()
             if force or (name, version) in self._serving or not _refused_as_is(self._refused, (name, version), stamp)
         ]
-        return self.policy.pick(usable)
+        # Labelled versions, and the one unversioned traffic gets now, serve whatever the policy says.
+        return sorted({*self.policy.pick(usable), *self.labels.pinned(name, usable)}, reverse=True)
 
     def _needs_load(self, key: Key, stamp: DirStamp, force: bool) -> bool:
         served = self._serving.get(key)
@@ -235,7 +260,7 @@ class ModelRegistry:
         """Unload versions deleted from disk and those the policy no longer picks among the serving ones."""
         serving = {version for model, version in self._serving if model == name}
         present = serving & set(self._disk.get(name, EMPTY_MODEL_DIR).versions)
-        keep = set(self.policy.pick(present))
+        keep = set(self.policy.pick(present)) | self.labels.pinned(name, present)
         for version in sorted(serving - keep):
             self._retire((name, version))
 
@@ -340,8 +365,12 @@ class ModelRegistry:
                 if state is not State.READY:
                     unserved.setdefault(name, {})[version] = NotServing(name, version, state, reason)
             index.extend(IndexEntry(name, entry.name, State.UNAVAILABLE, entry.reason) for entry in model_dir.ignored)
-        latest = {name: versions[max(versions)] for name, versions in serving.items()}
-        self._snapshot = Snapshot(serving, latest, unserved, tuple(index))  # the one atomic step
+            if name in self.labels.problems:
+                index.append(IndexEntry(name, LABELS_FILE, State.UNAVAILABLE, self.labels.problems[name]))
+        defaults = self.labels.choose_defaults(serving)
+        latest = {name: serving[name][version] for name, version in defaults.items()}
+        labels = {name: dict(labels) for name, labels in self.labels.labels.items()}
+        self._snapshot = Snapshot(serving, latest, unserved, tuple(index), labels)  # the one atomic step
         self._record_states(index)
         return [self._spawn(self._drain_then_free(key, served)) for key, served in retired]
 

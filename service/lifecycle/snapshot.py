@@ -51,6 +51,7 @@ class NotServing:
 @dataclass(frozen=True)
 class Snapshot:
     serving: Mapping[str, Mapping[int, ServedModel]] = field(default_factory=dict)
-    latest: Mapping[str, ServedModel] = field(default_factory=dict)  # highest serving version per model
+    latest: Mapping[str, ServedModel] = field(default_factory=dict)  # what unversioned requests get, per model
     unserved: Mapping[str, Mapping[int, NotServing]] = field(default_factory=dict)
     index: tuple[IndexEntry, ...] = ()
+    labels: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # model -> label -> version

@@ -13,6 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from models.labels import LABEL_FORM, parse_label
 from service.dataplane import Answer, DataPlane, InferRequest, NestedRows
 from service.dataplane.offload import OFFLOAD_BYTES, OFFLOAD_ROWS, beside_loop_if
 from service.errors import BadRequest
@@ -45,8 +46,9 @@ class V1Api:
     async def predict(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         asked = receipts_asked(request.headers.get("x-receipts"), request.query_params.get("receipts"))
+        label = checked_label(request.path_params.get("label"))
         raw = await self.reader.read(request)
-        parsed = await beside_loop_if(len(raw) >= OFFLOAD_BYTES, parse_predict, raw, name, version, asked)
+        parsed = await beside_loop_if(len(raw) >= OFFLOAD_BYTES, parse_predict, raw, name, version, asked, label)
         answer = await self.plane.infer(parsed, call_of(request))
         return await beside_loop_if(answer.rows >= OFFLOAD_ROWS, encode_predictions, answer, self.plane.replica)
 
@@ -63,7 +65,16 @@ def receipts_asked(header: str | None, query: str | None) -> bool:
     return asked
 
 
-def parse_predict(raw: bytes, name: str, version: str | None, receipts: bool = False) -> InferRequest:
+def checked_label(label: str | None) -> str | None:
+    """A version label from the path (`/labels/{label}:predict`, as TF Serving spells it), or BadRequest."""
+    if label is not None and parse_label(label) is None:
+        raise BadRequest(f"invalid version label {label[:40]!r}: use {LABEL_FORM}")
+    return label
+
+
+def parse_predict(
+    raw: bytes, name: str, version: str | None, receipts: bool = False, label: str | None = None
+) -> InferRequest:
     """A V1 predict body -> the typed request, or BadRequest naming the first problem."""
     body = parse_json_object(raw)
     if "instances" not in body:
@@ -73,7 +84,7 @@ def parse_predict(raw: bytes, name: str, version: str | None, receipts: bool = F
         raise BadRequest(f'"instances" must be a list of rows, got {type(instances).__name__}')
     if not instances:
         raise BadRequest('"instances" is empty: send at least one row')
-    return InferRequest(name, version, NestedRows(instances), len(raw), receipts)
+    return InferRequest(name, version, NestedRows(instances), len(raw), receipts, label=label)
 
 
 def encode_predictions(answer: Answer, replica: str) -> Response:

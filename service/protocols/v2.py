@@ -8,7 +8,7 @@ lookup) -> the data plane -> `encode_infer`. Large bodies parse and large answer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,13 +17,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from models import Manifest
+from models.labels import LABEL_FORM, parse_label
 from service import __version__
 from service.dataplane import Answer, DataPlane, FlatTensor, InferRequest, RawTensor, RowSource
 from service.dataplane.offload import OFFLOAD_BYTES, OFFLOAD_ROWS, beside_loop_if
 from service.errors import BadRequest, NotReady
 from service.lifecycle.loader import ServedModel
 from service.lifecycle.snapshot import NotServing
-from service.protocols.binary import HEADER, encode_tensor, flag_of, split_body, take_binary_inputs
+from service.protocols.binary import HEADER, encode_tensor, flag_of, parameters_of, split_body, take_binary_inputs
 from service.protocols.metadata import model_parameters
 from service.protocols.regression import REGRESSION_OUTPUTS, is_regression, v2_tensors
 from service.protocols.wire import BodyReader, call_of, json_response, model_headers, parse_json_object
@@ -33,6 +34,7 @@ OUTPUTS = {"logits": "FP32", "probabilities": "FP32", "class_index": "INT64", "l
 ANY_OUTPUTS = OUTPUTS | REGRESSION_OUTPUTS
 EXTENSIONS = ["binary_tensor_data", "model_repository", "model_repository_metadata"]
 MAX_ID_CHARS = 1024  # the request id is echoed in the answer and in logs: bounded, printable text
+LABEL_PARAMETER = "label"  # request parameter naming a version label (labels.json) instead of a version
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,10 @@ class V2Api:
         raw = await self.reader.read(request)
         header_length = request.headers.get(HEADER)
         parsed = await beside_loop_if(len(raw) >= OFFLOAD_BYTES, parse_infer, raw, header_length, name, version)
-        answer = await self.plane.infer(parsed.request, call_of(request))
+        call = call_of(request)
+        if parsed.id is None and call.request_id:  # the X-Request-Id (given or generated) names the answer
+            parsed = replace(parsed, id=call.request_id)
+        answer = await self.plane.infer(parsed.request, call)
         return await beside_loop_if(answer.rows >= OFFLOAD_ROWS, encode_infer, parsed, answer, self.plane.replica)
 
 
@@ -96,8 +101,21 @@ def parse_infer(raw: bytes, header_length: str | None, name: str, version: str |
     identifier, outputs = request_id(body), requested_outputs(body)
     receipts = flag_of(body, "request", "receipts", False)  # a signed receipt per row, in parameters.receipts
     named = tuple(outputs) if "outputs" in body else ()
-    request = InferRequest(name, version, rows, len(raw), receipts, identifier, named)
+    label = request_label(body, version)
+    request = InferRequest(name, version, rows, len(raw), receipts, identifier, named, label)
     return V2Infer(request, identifier, outputs, "outputs" in body)
+
+
+def request_label(body: dict[str, Any], version: str | None) -> str | None:
+    """The optional `parameters.label`: the version labelled so (labels.json) answers, e.g. "canary"."""
+    label = parameters_of(body, "request").get(LABEL_PARAMETER)
+    if label is None:
+        return None
+    if not isinstance(label, str) or parse_label(label) is None:
+        raise BadRequest(f'"parameters.{LABEL_PARAMETER}" must be a version label ({LABEL_FORM}), got {label!r:.60}')
+    if version is not None:
+        raise BadRequest(f'a request names a version or a label, not both (version {version}, label "{label}")')
+    return label
 
 
 def request_id(body: dict[str, Any]) -> str | None:
