@@ -1,7 +1,6 @@
-"""Baseline (a): the plain way to serve the model with FastAPI.
+"""Baseline (a): the plain way to serve the model with FastAPI (the app: plain_app.py).
 
-A pydantic body model (`instances: list[list[float]]`), one eval-mode forward per request on the event
-loop, FastAPI's default JSON response. Answers like our V1 route (label, probabilities, logits).
+One eval-mode torch forward per request on the event loop, on the whole request (no padding, no batching).
 Run by uvicorn: `BENCH_REPOSITORY=DIR [BENCH_DEVICE=cuda] uvicorn --app-dir bench baseline_plain:app`.
 """
 
@@ -9,11 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
-from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel
+from plain_app import plain_app
 
 from models import list_versions, load_checkpoint
 
@@ -25,36 +22,16 @@ torch.set_num_threads(1)
 VERSION = max(list_versions(REPOSITORY, MODEL_NAME))
 MODEL, MANIFEST = load_checkpoint(REPOSITORY / MODEL_NAME / str(VERSION))
 MODEL.eval().to(DEVICE)
-LABELS = MANIFEST.class_labels
-
-# Telemetry off, as in invariant-serve: the same framework configuration for every server.
-app = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False})
 
 
-class PredictRequest(BaseModel):
-    instances: list[list[float]]
-
-
-@app.get("/v2/health/ready")
-async def ready() -> dict[str, bool]:
-    return {"ready": True}
-
-
-@app.post("/v1/models/{name}:predict")
-async def predict(name: str, body: PredictRequest) -> dict[str, Any]:
-    if name != MODEL_NAME:
-        raise HTTPException(404, f"unknown model {name!r}")
+def forward(instances: list[list[float]]) -> tuple[list[int], list[list[float]], list[list[float]]]:
     with torch.inference_mode():
         # Flat rows reshaped to the model's input (a CNN's (1, H, W)), as ours accepts them.
-        rows = torch.tensor(body.instances, dtype=torch.float32).reshape(-1, *MANIFEST.input.shape)
+        rows = torch.tensor(instances, dtype=torch.float32).reshape(-1, *MANIFEST.input.shape)
         logits = MODEL(rows.to(DEVICE))
         probabilities = torch.softmax(logits, dim=1)
         index = torch.argmax(logits, dim=1)
-    return {
-        "model_name": MODEL_NAME,
-        "model_version": str(VERSION),
-        "predictions": [
-            {"label": LABELS[i], "probabilities": p, "logits": z}
-            for i, p, z in zip(index.tolist(), probabilities.tolist(), logits.tolist(), strict=True)
-        ],
-    }
+    return index.tolist(), probabilities.tolist(), logits.tolist()
+
+
+app = plain_app(MODEL_NAME, str(VERSION), MANIFEST.class_labels, forward)

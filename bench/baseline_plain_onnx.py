@@ -1,9 +1,9 @@
-"""The plain way to serve an imported ONNX model with FastAPI: the control for imported models.
+"""The plain way to serve an imported ONNX model with FastAPI: the control for imported models (the app:
+plain_app.py).
 
 One onnxruntime session with the same pinned options as invariant-serve's executor (CPU, 1 + 1 threads,
 sequential, the same optimization level), one `session.run` per request on the whole request (no padding,
-no batching), FastAPI's default JSON response. Answers like our V1 route.
-Run: `BENCH_MODEL_DIR=<repository>/<name>/<version> uvicorn --app-dir bench baseline_plain_onnx:app`.
+no batching). Run: `BENCH_MODEL_DIR=<repository>/<name>/<version> uvicorn --app-dir bench baseline_plain_onnx:app`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel
+from plain_app import plain_app
 
 VERSION_DIR = Path(os.environ["BENCH_MODEL_DIR"])
 MANIFEST = json.loads((VERSION_DIR / "manifest.json").read_text())
@@ -29,30 +27,13 @@ _options.add_session_config_entry("session.intra_op.allow_spinning", "0")
 SESSION = ort.InferenceSession(str(VERSION_DIR / "model.onnx"), _options, providers=["CPUExecutionProvider"])
 INPUT = SESSION.get_inputs()[0].name
 
-app = FastAPI()
 
-
-class PredictRequest(BaseModel):
-    instances: list[list[float]]
-
-
-@app.get("/v2/health/ready")
-async def ready() -> dict[str, bool]:
-    return {"ready": True}
-
-
-@app.post("/v1/models/{name}:predict")
-async def predict(name: str, body: PredictRequest) -> dict[str, Any]:
-    if name != NAME:
-        raise HTTPException(404, f"unknown model {name!r}")
-    rows = np.asarray(body.instances, dtype=np.float32).reshape(-1, *SHAPE)
+def forward(instances: list[list[float]]) -> tuple[list[int], list[list[float]], list[list[float]]]:
+    rows = np.asarray(instances, dtype=np.float32).reshape(-1, *SHAPE)
     (logits,) = SESSION.run(None, {INPUT: rows})
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     probabilities = shifted / shifted.sum(axis=1, keepdims=True)
-    return {
-        "model_name": NAME,
-        "predictions": [
-            {"label": LABELS[int(i)], "probabilities": p, "logits": z}
-            for i, p, z in zip(logits.argmax(axis=1), probabilities.tolist(), logits.tolist(), strict=True)
-        ],
-    }
+    return [int(i) for i in logits.argmax(axis=1)], probabilities.tolist(), logits.tolist()
+
+
+app = plain_app(NAME, None, LABELS, forward)

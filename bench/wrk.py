@@ -42,6 +42,7 @@ class Load:
     p99_ms: float
     errors: dict[str, int]
     cpu_ms_per_request: float = 0.0
+    p999_ms: float = 0.0
 
     @property
     def rps(self) -> float:
@@ -64,12 +65,21 @@ def run_wrk(
     rows: int,
     model: str = MODEL,
     target: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Load:
-    """`target`: the full URL to POST to (another server's route); default our V1 predict route of `model`."""
+    """`target`: the full URL to POST to (another server's route); default our V1 predict route of `model`.
+    `headers`: sent with every request (Content-Type among them replaces application/json)."""
+    extra = dict(headers or {})
+    content_type = extra.pop("Content-Type", "application/json")
     command = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "-s", str(BENCH / "post.lua")]
     done = subprocess.run(
         [*command, target or f"{url}/v1/models/{model}:predict"],
-        env={**os.environ, "BENCH_BODY": str(body)},
+        env={
+            **os.environ,
+            "BENCH_BODY": str(body),
+            "BENCH_CONTENT_TYPE": content_type,
+            "BENCH_HEADERS": "|".join(f"{name}: {value}" for name, value in extra.items()),
+        },
         capture_output=True,
         text=True,
         check=False,
@@ -82,5 +92,5 @@ def run_wrk(
     errors = {key: values[key] for key in ("connect", "read", "write", "status", "timeout")}
     return Load(
         connections, rows, values["requests"], values["duration_us"] / 1e6, values["p50_us"] / 1e3,
-        values["p99_us"] / 1e3, errors,
+        values["p99_us"] / 1e3, errors, p999_ms=values["p999_us"] / 1e3,
     )  # fmt: skip

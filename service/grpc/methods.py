@@ -14,8 +14,8 @@ from service.errors import BadRequest, NotFound
 from service.grpc.codec import encode_infer, model_name, model_version, parse_infer, parse_message
 from service.grpc.messages import SERVICE, Context, pb
 from service.lifecycle.loader import ServedModel
+from service.protocols.exchange import model_headers
 from service.protocols.v2 import EXTENSIONS, model_metadata
-from service.protocols.wire import model_headers
 
 
 class Methods:

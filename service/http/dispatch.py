@@ -7,6 +7,11 @@ path) -> echo X-Request-Id -> compress the answer if asked. There is no framewor
 router or middleware stack around it: those cost more per request than decoding and batching a row (about
 half of the event loop's time in the py-spy profile of the benchmark), and a second router over the same
 table could disagree with this one.
+
+Inference routes (those with a `protocol`) take the hot path, `_inference`: the handler gets an Exchange
+(the scope, receive, path parameters and the call's record) and returns a Reply that is sent as two raw
+ASGI messages, with no Starlette Request or Response built (service/protocols/exchange.py). The steps
+around the handler are the same on both paths, in the same order.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from service.http.routes import Route
 from service.observability.logs import REQUEST_ID_HEADER, AccessLog, request_id_of
 from service.observability.metrics import Metrics
 from service.protocols.compression import compressing
-from service.protocols.wire import CALL_KEY, error_response, json_response
+from service.protocols.exchange import Exchange, error_reply, json_reply, send_reply
+from service.protocols.wire import error_response, json_response
 
 log = logging.getLogger("invariant.dispatch")
 
@@ -69,24 +75,39 @@ class Dispatcher:
         request_id = request_id_of(scope["headers"])
         route, params, allowed = self.match(scope["method"], _route_path(scope))
         refusal = self.guard.refusal(scope, route.access if route else None)  # before 404/405: reveals nothing
-        call: CallRecord | None = None
+        if route is not None and refusal is None and route.protocol is not None:
+            await self._inference(route, params, scope, receive, send, started, request_id)
+            return
         if route is None or refusal is not None:
             response = refusal or _no_route(allowed)
         else:
             scope["path_params"] = params
-            request = Request(scope, receive)
-            if route.protocol is None:
-                response = await _respond(route, request)
-            else:
-                call = request.scope[CALL_KEY] = self.call_record(route.protocol, params.get("name", ""))
-                call.request_id = request_id
-                response = await _respond(route, request)
-                self.metrics.record_request(call.name, call.version, route.protocol, response.status_code, started)
+            response = await _respond(route, Request(scope, receive))
         response.headers[REQUEST_ID_HEADER] = request_id
         if self.access_log.enabled:
-            fields = _access_fields(scope["method"], route, response.status_code, request_id, call)
+            fields = _access_fields(scope["method"], route, response.status_code, request_id, None)
             self.access_log.record(fields, started)
         await response(scope, receive, send)
+
+    async def _inference(
+        self, route: Route, params: dict[str, Any], scope: Scope, receive: Receive, send: Send, started: float,
+        request_id: str,
+    ) -> None:  # fmt: skip
+        """The hot path (V1 predict, V2 infer): no framework object; the same metrics, log line and headers."""
+        protocol = route.protocol or ""
+        call = self.call_record(protocol, params.get("name", ""))
+        call.request_id = request_id
+        try:
+            reply = await route.inference_handler(Exchange(scope, receive, params, call))
+        except ServiceError as exc:
+            reply = error_reply(exc)
+        except Exception:
+            log.exception("unhandled error on %s %s", route.method, route.path)  # the template: no client input
+            reply = json_reply({"error": "internal server error"}, 500)
+        self.metrics.record_request(call.name, call.version, protocol, reply.status, started)
+        if self.access_log.enabled:
+            self.access_log.record(_access_fields(scope["method"], route, reply.status, request_id, call), started)
+        await send_reply(send, reply, request_id)
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, Any], list[str]]:
         """(route, path parameters, []) for the route serving (method, path); (None, {}, methods) when the path
@@ -154,7 +175,7 @@ def _no_route(allowed: list[str]) -> Response:
 async def _respond(route: Route, request: Request) -> Response:
     """The handler's answer, or its error rendered as {"error": ...} with the error's status."""
     try:
-        return await route.handler(request)
+        return await route.framework_handler(request)
     except ServiceError as exc:
         return error_response(exc)
     except Exception:

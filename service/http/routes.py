@@ -6,7 +6,9 @@ level (auth.py), and calls the row's handler; there is no other router. Adding a
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,6 +18,7 @@ from service.http import api_schemas as doc
 from service.http.auth import ADMIN, INFERENCE, PUBLIC, Access
 from service.http.docs import ASSETS, DocsApi
 from service.observability.metrics import Metrics
+from service.protocols.exchange import Exchange, Reply
 from service.protocols.receipts_api import ReceiptsApi
 from service.protocols.repository_api import MAX_BODY_BYTES as REPOSITORY_BODY_BYTES
 from service.protocols.repository_api import RepositoryApi
@@ -24,16 +27,29 @@ from service.protocols.v2 import V2Api
 from service.protocols.wire import BodyReader, Handler
 from service.settings import Settings
 
+# An inference route's handler: raw ASGI in and out (service/protocols/exchange.py), the hot path.
+InferenceHandler = Callable[[Exchange], Awaitable[Reply]]
+
 
 @dataclass(frozen=True)
 class Route:
     method: str  # GET also answers HEAD
     path: str  # Starlette syntax: "{name}" matches one path segment
-    handler: Handler
+    handler: Handler | InferenceHandler  # an InferenceHandler exactly when `protocol` is set
     access: Access
     doc: doc.Doc
     protocol: str | None = None  # inference routes: the `protocol` label their requests are counted under
     path_values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the only values a parameter takes
+
+    @property
+    def framework_handler(self) -> Handler:
+        """The handler of a route without `protocol`: Starlette's Request in, Response out."""
+        return cast(Handler, self.handler)
+
+    @property
+    def inference_handler(self) -> InferenceHandler:
+        """The handler of a route with `protocol`: an Exchange in, a Reply out."""
+        return cast(InferenceHandler, self.handler)
 
 
 def route_table(plane: DataPlane, metrics: Metrics, settings: Settings, docs: DocsApi) -> tuple[Route, ...]:

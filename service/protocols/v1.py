@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -18,9 +19,10 @@ from service.dataplane import Answer, DataPlane, InferRequest, NestedRows
 from service.dataplane.offload import OFFLOAD_BYTES, OFFLOAD_ROWS, beside_loop_if
 from service.errors import BadRequest
 from service.lifecycle.loader import ServedModel
+from service.protocols.exchange import Exchange, Reply, model_headers, wire_of
 from service.protocols.metadata import model_parameters
 from service.protocols.regression import is_regression, v1_predictions
-from service.protocols.wire import BodyReader, call_of, json_response, model_headers, parse_json_object
+from service.protocols.wire import BodyReader, json_response, parse_json_object
 
 
 class V1Api:
@@ -43,13 +45,14 @@ class V1Api:
         headers = model_headers(found, self.plane.replica) if isinstance(found, ServedModel) else None
         return json_response(answer, headers=headers)
 
-    async def predict(self, request: Request) -> Response:
-        name, version = request.path_params["name"], request.path_params.get("version")
-        asked = receipts_asked(request.headers.get("x-receipts"), request.query_params.get("receipts"))
-        label = checked_label(request.path_params.get("label"))
-        raw = await self.reader.read(request)
+    async def predict(self, exchange: Exchange) -> Reply:
+        params = exchange.params
+        name, version = params["name"], params.get("version")
+        asked = receipts_asked(exchange.header(b"x-receipts"), exchange.query("receipts"))
+        label = checked_label(params.get("label"))
+        raw = await self.reader.read_raw(exchange.scope, exchange.receive)
         parsed = await beside_loop_if(len(raw) >= OFFLOAD_BYTES, parse_predict, raw, name, version, asked, label)
-        answer = await self.plane.infer(parsed, call_of(request))
+        answer = await self.plane.infer(parsed, exchange.call)
         return await beside_loop_if(answer.rows >= OFFLOAD_ROWS, encode_predictions, answer, self.plane.replica)
 
 
@@ -87,15 +90,17 @@ def parse_predict(
     return InferRequest(name, version, NestedRows(instances), len(raw), receipts, label=label)
 
 
-def encode_predictions(answer: Answer, replica: str) -> Response:
-    return json_response(predictions(answer), headers=model_headers(answer.model, replica))
+def encode_predictions(answer: Answer, replica: str) -> Reply:
+    """The V1 answer: the version's encoded head (exchange.wire_of), then the rows."""
+    wire = wire_of(answer.model, replica)
+    return Reply(wire.v1_head + orjson.dumps(prediction_rows(answer)) + b"}", headers=wire.headers)
 
 
-def predictions(answer: Answer) -> dict[str, Any]:
+def prediction_rows(answer: Answer) -> list[dict[str, Any]]:
+    """One object per row: label, probabilities, logits (a classifier's), and the row's receipt if asked."""
     served, outputs = answer.model, answer.outputs
     if is_regression(served.manifest):
-        rows = v1_predictions(served.manifest, outputs)
-        return {"model_name": served.name, "model_version": str(served.version), "predictions": rows}
+        return v1_predictions(served.manifest, outputs)
     labels = served.manifest.class_labels
     logits, probabilities = outputs.logits.tolist(), outputs.probabilities.tolist()
     rows = [
@@ -105,4 +110,4 @@ def predictions(answer: Answer) -> dict[str, Any]:
     if answer.receipts is not None:
         for row, receipt in zip(rows, answer.receipts, strict=True):
             row["receipt"] = receipt
-    return {"model_name": served.name, "model_version": str(served.version), "predictions": rows}
+    return rows

@@ -25,10 +25,12 @@ from service.errors import BadRequest, NotReady
 from service.lifecycle.loader import ServedModel
 from service.lifecycle.snapshot import NotServing
 from service.protocols.binary import HEADER, encode_tensor, flag_of, parameters_of, split_body, take_binary_inputs
+from service.protocols.exchange import OCTETS, Exchange, Reply, json_reply, model_headers, wire_of
 from service.protocols.metadata import model_parameters
 from service.protocols.regression import REGRESSION_OUTPUTS, is_regression, v2_tensors
-from service.protocols.wire import BodyReader, call_of, json_response, model_headers, parse_json_object
+from service.protocols.wire import BodyReader, json_response, parse_json_object
 
+HEADER_BYTES = HEADER.encode()
 INPUT_NAME = "input"
 OUTPUTS = {"logits": "FP32", "probabilities": "FP32", "class_index": "INT64", "label": "BYTES"}
 ANY_OUTPUTS = OUTPUTS | REGRESSION_OUTPUTS
@@ -81,12 +83,12 @@ class V2Api:
         error = f"model {found.name!r} is not ready: {reason}"
         return json_response({**answer, "ready": False, "error": error}, 503)
 
-    async def infer(self, request: Request) -> Response:
-        name, version = request.path_params["name"], request.path_params.get("version")
-        raw = await self.reader.read(request)
-        header_length = request.headers.get(HEADER)
+    async def infer(self, exchange: Exchange) -> Reply:
+        name, version = exchange.params["name"], exchange.params.get("version")
+        raw = await self.reader.read_raw(exchange.scope, exchange.receive)
+        header_length = exchange.header(HEADER_BYTES)
         parsed = await beside_loop_if(len(raw) >= OFFLOAD_BYTES, parse_infer, raw, header_length, name, version)
-        call = call_of(request)
+        call = exchange.call
         if parsed.id is None and call.request_id:  # the X-Request-Id (given or generated) names the answer
             parsed = replace(parsed, id=call.request_id)
         answer = await self.plane.infer(parsed.request, call)
@@ -196,11 +198,12 @@ def output_values(answer: Answer) -> OutputValues:
     }
 
 
-def encode_infer(parsed: V2Infer, answer: Answer, replica: str) -> Response:
+def encode_infer(parsed: V2Infer, answer: Answer, replica: str) -> Reply:
     served = answer.model
+    wire = wire_of(served, replica)
     values = output_values(answer)
     available = outputs_of(served.manifest)
-    reply: dict[str, Any] = {"model_name": served.name, "model_version": str(served.version)}
+    reply: dict[str, Any] = {"model_name": served.name, "model_version": wire.version}
     if parsed.id is not None:
         reply["id"] = parsed.id
     reply["parameters"] = {"checkpoint_sha256": served.sha256}
@@ -218,12 +221,11 @@ def encode_infer(parsed: V2Infer, answer: Answer, replica: str) -> Response:
             tensor["data"] = data if isinstance(data, list) else data.reshape(-1).tolist()
         tensors.append(tensor)
     reply["outputs"] = tensors
-    headers = model_headers(served, replica)
     if not blobs:
-        return json_response(reply, headers=headers)
+        return json_reply(reply, headers=wire.headers)
     header = orjson.dumps(reply)
-    headers[HEADER] = str(len(header))
-    return Response(header + b"".join(blobs), media_type="application/octet-stream", headers=headers)
+    headers = [*wire.headers, (HEADER_BYTES, str(len(header)).encode())]
+    return Reply(header + b"".join(blobs), content_type=OCTETS, headers=headers)
 
 
 def model_metadata(found: ServedModel | NotServing, versions: list[int]) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope
 
-from service.dataplane import CallRecord
 from service.dataplane.offload import OFFLOAD_BYTES
 from service.dataplane.rows import MAX_DIGITS, ascii_int
 from service.errors import (
@@ -23,12 +23,14 @@ from service.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
-from service.lifecycle.loader import ServedModel
 from service.observability.metrics import Metrics
 from service.protocols.compression import REQUEST_ENCODINGS, inflate
 
 log = logging.getLogger("invariant.http")
-CALL_KEY = "invariant.call"  # scope key of the CallRecord the dispatcher puts on inference routes
+# Scope keys our uvicorn protocol (service/http/protocol.py) sets: the connection's timer bounds the body;
+# and it fired before the whole body came.
+BODY_DEADLINE_KEY = "invariant.body_deadline"
+BODY_LATE_KEY = "invariant.body_late"
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -37,7 +39,9 @@ class BodyReader:
     """Reads a request body: bounded in size and time, decoded from gzip/deflate with a cap on the result.
 
     The one way a route gets its body, so every rule about bodies (413, 408, 415, a client that leaves)
-    holds for every route alike.
+    holds for every route alike. Time: under our uvicorn protocol (service/http/protocol.py) one timer per
+    connection bounds headers and body together and marks the scope when it fires (`BODY_LATE_KEY`), so a
+    body costs no timer of its own; under another server, one asyncio.timeout per body.
     """
 
     def __init__(self, limit: int, timeout_s: float, metrics: Metrics) -> None:
@@ -47,18 +51,29 @@ class BodyReader:
         self._timeouts = metrics.body_timeouts
 
     async def read(self, request: Request) -> bytes:
+        """The body of a framework route (Starlette's Request)."""
+        return await self.read_raw(request.scope, request.receive)
+
+    async def read_raw(self, scope: Scope, receive: Receive) -> bytes:
+        """The body from the ASGI scope and receive: the inference routes' way (service/protocols/exchange.py)."""
         try:
-            async with asyncio.timeout(self.timeout_s):
-                raw = await self._receive(request)
+            if BODY_DEADLINE_KEY in scope:  # the connection's timer bounds it (service/http/protocol.py)
+                raw = await self._receive(scope, receive)
+            else:
+                async with asyncio.timeout(self.timeout_s):
+                    raw = await self._receive(scope, receive)
         except TimeoutError:
             self._timeouts.inc()
             raise BodyTimeout(f"request body not received within {self.timeout_s:g} s") from None
         except ClientDisconnect:
             # A client that hangs up mid-body is an ordinary event, not a server error.
             self._disconnects.inc()
-            log.debug("client disconnected before sending the whole body of %s", request.url.path)
+            log.debug("client disconnected before sending the whole body")
             raise ClientGone("client disconnected before sending the whole body") from None
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        encoding = _header(scope, b"content-encoding")
+        if encoding is None:
+            return raw
+        encoding = encoding.strip().lower()
         if encoding == "identity":
             return raw
         if encoding not in REQUEST_ENCODINGS:
@@ -67,9 +82,9 @@ class BodyReader:
             return inflate(raw, encoding, self.limit)
         return await asyncio.to_thread(inflate, raw, encoding, self.limit)  # zlib releases the GIL
 
-    async def _receive(self, request: Request) -> bytes:
+    async def _receive(self, scope: Scope, receive: Receive) -> bytes:
         """The raw body, refusing (413) anything over the limit before reading it where possible."""
-        declared = request.headers.get("content-length")
+        declared = _header(scope, b"content-length")
         if declared is not None:
             if declared.isascii() and declared.isdigit() and len(declared) > MAX_DIGITS:
                 raise PayloadTooLarge(f"request body of {len(declared)}-digit length exceeds the limit")
@@ -78,12 +93,28 @@ class BodyReader:
                 raise BadRequest(f"invalid Content-Length {declared!r}")
             if size > self.limit:
                 raise PayloadTooLarge(f"request body of {size} bytes exceeds the limit of {self.limit} bytes")
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            return bytes(message.get("body", b""))  # the whole body in one message: the usual case
         received = bytearray()
-        async for part in request.stream():  # chunked transfer too: count as we go
-            received += part
+        while True:  # chunked transfer too: count as we go
+            if message["type"] != "http.request":
+                raise ClientDisconnect()
+            received += message.get("body", b"")
             if len(received) > self.limit:
                 raise PayloadTooLarge(f"request body exceeds the limit of {self.limit} bytes")
-        return bytes(received)
+            if not message.get("more_body", False):
+                return bytes(received)
+            if scope.get(BODY_LATE_KEY):  # the connection's timer fired while the body was still coming
+                raise TimeoutError
+            message = await receive()
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -122,19 +153,3 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 
 def error_response(exc: ServiceError) -> Response:
     return json_response({"error": exc.message}, exc.status_code, exc.headers)
-
-
-def model_headers(served: ServedModel, replica: str) -> dict[str, str]:
-    return {
-        "X-Model-Name": served.name,
-        "X-Model-Version": str(served.version),
-        "X-Model-Sha256": served.sha256,
-        "X-Replica": replica,
-        "X-Numerics-Fingerprint": served.numerics.fingerprint,
-    }
-
-
-def call_of(request: Request) -> CallRecord:
-    """The dispatcher's record of this inference call (service/http/dispatch.py counts it once answered)."""
-    call: CallRecord = request.scope[CALL_KEY]
-    return call
