@@ -9,8 +9,11 @@ is logged as "-", an unknown model as "<unknown>" (the data plane's label).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import logging.config
+import os
+import random
 import re
 import secrets
 import time
@@ -48,19 +51,83 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """The text format, with the time's text made once per second instead of once per line (strftime and
+    localtime were ~3% of the event loop's time at 64 connections with the access log on)."""
+
+    _second = -1
+    _prefix = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's name)
+        second = int(record.created)
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        if second != self._second:
+            self._second, self._prefix = second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+        return f"{self._prefix},{int(record.msecs):03d}"
+
+
+class TurnBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The access lines' handler: lines written while an event loop runs wait for the end of the loop's
+    iteration and go out in one write (one write and flush per line were ~6% of the loop's time at 64
+    connections). Elsewhere, and on flush/close, lines are written at once."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:  # called under the handler's lock
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(line)
+        if self._scheduled:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._write_pending)
+            self._scheduled = True
+        except RuntimeError:  # no loop in this thread: now
+            self._write_locked()
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._write_locked()
+        finally:
+            self.release()
+
+    def _write_pending(self) -> None:
+        self.flush()
+
+    def _write_locked(self) -> None:
+        self._scheduled = False
+        if self._pending:
+            lines, self._pending = "".join(self._pending), []
+            self.stream.write(lines)
+        super().flush()
+
+
 def log_config(level: str, log_format: LogFormat) -> dict[str, Any]:
-    """The `logging.config.dictConfig` of the process: uvicorn's loggers and ours share one handler and
-    format (uvicorn is given this same dict, so it does not install its own)."""
-    formatter: dict[str, Any] = {"()": JsonFormatter} if log_format == "json" else {"format": _TEXT_FORMAT}
+    """The `logging.config.dictConfig` of the process: uvicorn's loggers and ours share one format (uvicorn
+    is given this same dict, so it does not install its own) and one stream; the access lines get their own
+    handler on it, which writes once per event-loop iteration (TurnBufferedHandler)."""
+    formatter: dict[str, Any] = (
+        {"()": JsonFormatter} if log_format == "json" else {"()": TextFormatter, "format": _TEXT_FORMAT}
+    )
     handler = {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+    access = {"()": TurnBufferedHandler, "formatter": "default", "stream": "ext://sys.stderr"}
     shared = {"handlers": ["default"], "level": level.upper(), "propagate": False}
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
-        "handlers": {"default": handler},
+        "handlers": {"default": handler, "access": access},
         "loggers": {
             **{name: dict(shared) for name in ("uvicorn", "uvicorn.error", "invariant")},
+            ACCESS_LOGGER: {"handlers": ["access"], "level": level.upper(), "propagate": False},
             # uvicorn's own access lines hold the raw path and query: never written (the dispatcher's are).
             "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
         },
@@ -79,7 +146,20 @@ def request_id_of(raw_headers: list[tuple[bytes, bytes]]) -> str:
             if _REQUEST_ID.fullmatch(value):
                 return value.decode("ascii")
             break
-    return secrets.token_hex(8)
+    return _new_request_id()
+
+
+_ids: tuple[int, random.Random] = (-1, random.Random())
+
+
+def _new_request_id() -> str:
+    """16 hex digits. Unique, not secret: a PRNG seeded from the OS per process (a forked worker reseeds)
+    costs a fraction of a secrets.token_hex call (a getrandom syscall, ~2% of the loop at 64 connections)."""
+    global _ids  # noqa: PLW0603 (one generator per process)
+    pid, generator = _ids
+    if pid != os.getpid():
+        _ids = pid, generator = os.getpid(), random.Random(secrets.randbits(128))
+    return f"{generator.getrandbits(64):016x}"
 
 
 class AccessLog:

@@ -95,7 +95,10 @@ class BodyReader:
                 raise PayloadTooLarge(f"request body of {size} bytes exceeds the limit of {self.limit} bytes")
         message = await receive()
         if message["type"] == "http.request" and not message.get("more_body", False):
-            return bytes(message.get("body", b""))  # the whole body in one message: the usual case
+            body: bytes = message.get("body", b"")  # the whole body in one message: the usual case
+            if len(body) > self.limit:  # chunked transfer declares no length
+                raise PayloadTooLarge(f"request body exceeds the limit of {self.limit} bytes")
+            return body
         received = bytearray()
         while True:  # chunked transfer too: count as we go
             if message["type"] != "http.request":
