@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-import service.engine.batcher
+import service.engine.loop_turns
 from service.engine.batcher import Batcher
 from service.engine.calibration import choose_placement
 from service.engine.executor import EagerExecutor, TracedCpuExecutor
@@ -107,7 +107,7 @@ def test_loop_and_thread_placements_give_the_same_bits() -> None:
 def test_a_turn_yields_to_other_callbacks_once_its_budget_is_spent(
     recorder: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service.engine.batcher, "TURN_BUDGET_S", 0.0)  # exactly one chunk per turn
+    monkeypatch.setattr(service.engine.loop_turns, "TURN_BUDGET_S", 0.0)  # exactly one chunk per turn
     batcher = batcher_of(recorder, "loop")
     events: list[str] = []
 

@@ -7,10 +7,9 @@ scatters each row's outputs back to the request that owns it. Rows are identifie
 never by position in the chunk, so a result cannot reach another client.
 
 Placement (decided per model at load, see `choose_placement`): "thread" runs chunks on the batcher's own
-compute thread; "loop" runs them on the event loop's thread itself, for models whose C-row forward is
-shorter than a thread hand-off (the rows of every request that arrived in one loop turn share chunks; a turn
-runs chunks for at most TURN_BUDGET_S, then yields, so a large request never holds the loop longer). Both
-placements share the queue, the fair shares, the bounds, timeouts, cancellation, audits and metrics.
+compute thread; "loop" runs them on the event loop's thread itself (loop_turns.py), for models whose C-row
+forward is shorter than a thread hand-off. Both placements share the queue, the fair shares, the bounds,
+timeouts, cancellation, audits and metrics.
 
 If the compute thread (or a loop turn) dies for any reason, the batcher fails every waiting request at once,
 refuses new ones, and reports the reason through `on_failure` (the registry then stops serving the model).
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.engine.loop_turns import LoopTurns
 from service.engine.types import Executor, Float32Array, Outputs, RequestTiming
 from service.errors import NotReady, Overloaded, PayloadTooLarge, RequestTimeout
 from service.observability.metrics import Metrics
@@ -36,7 +36,6 @@ from service.observability.metrics import Metrics
 log = logging.getLogger("invariant.batcher")
 AUDIT_BACKLOG = 256
 PLACEMENTS = ("thread", "loop")
-TURN_BUDGET_S = 0.002  # loop placement: chunks one event-loop turn may run before it yields to other work
 
 
 @dataclass(eq=False)
@@ -63,7 +62,7 @@ class _Piece:
     stop: int
 
 
-class Batcher:
+class Batcher(LoopTurns):
     def __init__(
         self,
         executor: Executor,
@@ -79,7 +78,7 @@ class Batcher:
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
         self.placement = placement
         self._on_loop = placement == "loop"
-        self._turn: asyncio.Handle | None = None  # loop placement: the scheduled turn, if any
+        self._turn = None  # loop placement: the scheduled turn, if any (loop_turns.py)
         self.executor = executor
         self.chunk_rows = executor.chunk_rows
         self.max_queue_rows = max_queue_rows
@@ -187,37 +186,6 @@ class Batcher:
     def _set_queued(self, rows: int) -> None:
         self._queued_rows = rows
         self._queue_gauge.set(rows)
-
-    def _schedule_turn(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Loop placement: run a turn after the callbacks already due, so requests that arrived in the same
-        loop iteration share its chunks (or after max_queue_delay, if set, while the chunk is not full)."""
-        delay = self.max_queue_delay_s if self._queued_rows < self.chunk_rows else 0.0
-        self._turn = loop.call_later(delay, self._loop_turn) if delay > 0 else loop.call_soon(self._loop_turn)
-
-    def _loop_turn(self) -> None:
-        """Loop placement: chunks for at most TURN_BUDGET_S (at least one), then yield; again while rows wait."""
-        self._turn = None
-        try:
-            deadline = time.perf_counter() + TURN_BUDGET_S
-            while self._queued_rows and not self._stopping:
-                with self._wakeup:
-                    pieces = self._take_chunk()
-                self._running = pieces
-                self._run_chunk(pieces)
-                self._running = []
-                if self._draining:
-                    with self._wakeup:
-                        self._wakeup.notify_all()
-                if time.perf_counter() >= deadline:
-                    break  # yield: other requests' callbacks run, then the next turn
-            if self._audits and not self._queued_rows and not self._draining and not self._stopping:
-                self._audit_one()  # one per turn, only when no request waits
-        except Exception as exc:  # what would kill a compute thread: the model must say so
-            self._fail(f"compute failed on the event loop: {type(exc).__name__}: {exc}")
-            log.critical("model %s version %s: %s", *self._labels, self.failure, exc_info=exc)
-            return
-        if (self._queued_rows or self._audits) and not self._stopping and self._turn is None:
-            self._turn = asyncio.get_running_loop().call_soon(self._loop_turn)
 
     def _compute_loop(self) -> None:
         try:

@@ -35,6 +35,7 @@ from service.http.docs import DocsApi
 from service.http.openapi import build_openapi
 from service.http.protocol import LIMITS_KEY, ConnectionLimits
 from service.http.routes import Route, route_table
+from service.lifecycle.memory import CollectorSchedule
 from service.lifecycle.registry import ModelRegistry, ServingExecutorFactory
 from service.observability.logs import AccessLog
 from service.observability.metrics import Metrics
@@ -113,6 +114,7 @@ class Lifespan:
         self.registry = registry
         self.receipts = receipts
         self.transports = tuple(transports)
+        self.collector = CollectorSchedule()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
@@ -122,6 +124,7 @@ class Lifespan:
             await self.registry.start()
             for transport in self.transports:
                 await transport.start()
+            self.collector.start()  # full collections off the request path (service/lifecycle/memory.py)
         except BaseException as exc:
             await send({"type": "lifespan.startup.failed", "message": repr(exc)})
             raise
@@ -129,6 +132,7 @@ class Lifespan:
             scope["state"][LIMITS_KEY] = ConnectionLimits.of(self.settings)
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
+        self.collector.stop()
         for transport in self.transports:
             await transport.stop()
         await self.registry.close()

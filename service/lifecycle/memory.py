@@ -1,11 +1,26 @@
 """The process's memory between model loads: keep the collector away from long-lived objects, and give the
-memory of an unloaded model back (garbage collector and glibc's heap)."""
+memory of an unloaded model back (garbage collector and glibc's heap); and when full collections run.
+
+The request path never triggers a full (generation 2) collection: `CollectorSchedule` turns the automatic
+one off and runs it every FULL_COLLECTION_S on the event loop instead, where it walks only the objects made
+since the last freeze (those of the load, ~200k, are frozen: `freeze_survivors`). Young collections stay
+automatic: they walk at most a few hundred objects. A pause that would land on a random request at a random
+time becomes one at a known period, logged when it is long.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import functools
 import gc
+import logging
+import time
+
+log = logging.getLogger("invariant.memory")
+FULL_COLLECTION_S = 60.0  # period of the scheduled full collection
+NEVER = 2**30  # generation-2 threshold (it counts generation-1 collections): never reached
+SLOW_COLLECTION_S = 0.005  # a scheduled collection longer than this is logged
 
 
 def freeze_survivors() -> None:
@@ -33,3 +48,34 @@ def _glibc() -> ctypes.CDLL | None:
         return ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc (musl, macOS): nothing to trim
         return None
+
+
+class CollectorSchedule:
+    """Full collections off the request path: automatic generation-2 collections off while started; one
+    scheduled every `period_s` on the event loop instead. stop() restores the thresholds it found."""
+
+    def __init__(self, period_s: float = FULL_COLLECTION_S) -> None:
+        self.period_s = period_s
+        self._saved: tuple[int, int, int] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        young, middle, _old = self._saved = gc.get_threshold()
+        gc.set_threshold(young, middle, NEVER)
+        self._timer = asyncio.get_running_loop().call_later(self.period_s, self._collect)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._saved is not None:
+            gc.set_threshold(*self._saved)
+            self._saved = None
+
+    def _collect(self) -> None:
+        started = time.perf_counter()
+        found = gc.collect()
+        took = time.perf_counter() - started
+        if took > SLOW_COLLECTION_S:
+            log.info("scheduled full collection: %.1f ms, %d unreachable objects", took * 1000, found)
+        self._timer = asyncio.get_running_loop().call_later(self.period_s, self._collect)
