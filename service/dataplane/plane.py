@@ -136,6 +136,8 @@ class DataPlane:
 def _refuse_non_finite(logits: Float32Array) -> None:
     """Finite inputs can still overflow inside the model (64 x 3.4e38): NaN logits would give every class
     probability NaN and label 0 with status 200. A 422 naming the rows instead, never a confident label."""
+    if np.isfinite(logits).all():  # the usual case: one check, no index arrays
+        return
     bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
     if bad.size:
         shown = ", ".join(str(i) for i in bad[:5].tolist()) + (", ..." if bad.size > 5 else "")
