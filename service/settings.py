@@ -83,6 +83,17 @@ class Settings(BaseSettings):
         10.0, gt=0, le=30, allow_inf_nan=False,
         description="A request's headers or body not received within this long closes the connection (408 for a body)",
     )  # fmt: skip
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, le=1 << 20,
+        description="A request line and header fields over this many bytes get 431 and the connection closes",
+    )  # fmt: skip
+    max_header_fields: int = Field(
+        100, ge=8, le=10_000, description="A request with more header fields gets 431 and the connection closes"
+    )
+    max_pipelined_requests: int = Field(
+        8, ge=1, le=1024,
+        description="Requests a connection may send ahead of its answers; past this the server stops reading it",
+    )  # fmt: skip
     max_queue_delay_ms: float = Field(
         0.0, ge=0, le=10_000, allow_inf_nan=False,
         description="Wait up to this long to fill a chunk; 0 runs a lone request at once",

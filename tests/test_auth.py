@@ -245,3 +245,15 @@ def test_tritonclient_with_a_key(keyed: tuple[RunningServer, Settings]) -> None:
         assert refused.value.message() == MISSING["error"]
     finally:
         client.close()
+
+
+def test_two_authorization_headers_are_400_whichever_holds_the_key(keyed: tuple[RunningServer, Settings]) -> None:
+    """Before: the first header won, so a proxy reading the last one could disagree with this server."""
+    server, _ = keyed
+    for pair in ((API_KEY, "not-a-key"), ("not-a-key", API_KEY), (API_KEY, API_KEY)):
+        headers = [("Authorization", f"Bearer {key}") for key in pair]
+        response = httpx.post(server.url + "/v1/models/tiny:predict", json={"instances": [ROW]}, headers=headers)
+        assert response.status_code == 400
+        assert response.json() == {"error": "more than one Authorization header: send one"}
+    response = httpx.get(server.url + "/v2/health/live", headers=[("Authorization", "a"), ("Authorization", "b")])
+    assert response.status_code == 200  # a public route reads no key

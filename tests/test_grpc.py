@@ -365,3 +365,16 @@ def test_a_kserve_proto_client_in_its_own_process(served: RunningServer) -> None
     assert bytes.fromhex(answer["probabilities"]) == http["probabilities"]
     assert answer["load"][0] == "INVALID_ARGUMENT"
     assert "this server has one repository" in answer["load"][1]
+
+
+def test_two_authorization_entries_are_invalid_argument(channel: grpc.Channel) -> None:
+    """As HTTP answers 400 for two Authorization headers: which entry a proxy reads is not ours to guess."""
+    stub = channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelMetadata",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=pb.ModelMetadataResponse.FromString,
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        stub(pb.ModelMetadataRequest(name="tiny"), metadata=[*CLIENT, ("authorization", "Bearer other-key")])
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == "more than one Authorization header: send one"

@@ -20,12 +20,12 @@ from typing import Any
 import grpc
 
 from service.dataplane import CallRecord
-from service.errors import ServiceError
+from service.errors import BadRequest, ServiceError
 from service.grpc.messages import Context
 from service.grpc.methods import Methods
 from service.grpc.status import code_of, details_of, trailers_of
 from service.observability.metrics import Metrics
-from service.protocols.access import ADMIN, INFERENCE, PUBLIC, Access, Keys, bearer_of
+from service.protocols.access import ADMIN, INFERENCE, PUBLIC, Access, Denial, Keys, single_bearer
 
 log = logging.getLogger("invariant.grpc")
 PROTOCOL = "grpc"  # the `protocol` label of the request metrics
@@ -75,7 +75,7 @@ class Router:
         counted = method.name == "ModelInfer"
 
         async def behaviour(raw: bytes, context: Context) -> bytes:
-            denial = self.keys.denial(_token(context), method.access) if self.keys.enabled else None
+            denial = await _denial(self.keys, context, method.access) if self.keys.enabled else None
             if denial is not None:
                 forbidden = denial.kind == "forbidden"
                 code = grpc.StatusCode.PERMISSION_DENIED if forbidden else grpc.StatusCode.UNAUTHENTICATED
@@ -123,11 +123,17 @@ async def _abort(context: Context, error: ServiceError) -> None:
     await context.abort(code_of(error), details_of(error), trailers_of(error))
 
 
-def _token(context: Context) -> bytes | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            return bearer_of(value.encode() if isinstance(value, str) else value)
-    return None
+async def _denial(keys: Keys, context: Context, access: Access) -> Denial | None:
+    """The key check of HTTP's Guard: two authorization entries are INVALID_ARGUMENT (HTTP's 400)."""
+    values = [
+        v.encode() if isinstance(v, str) else v for k, v in context.invocation_metadata() or () if k == "authorization"
+    ]
+    try:
+        token = single_bearer(values)
+    except BadRequest as exc:
+        await _abort(context, exc)
+        raise  # abort raised already; this line is never reached
+    return keys.denial(token, access)
 
 
 def _past_deadline(context: Context) -> bool:

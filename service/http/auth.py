@@ -11,8 +11,9 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Scope
 
+from service.errors import BadRequest
 from service.keyfile import MIN_KEY_CHARS, RECHECK_S, KeyFile, KeyFileError, read_keys
-from service.protocols.access import ADMIN, INFERENCE, PUBLIC, Access, Keys, auth_enabled, bearer_of
+from service.protocols.access import ADMIN, INFERENCE, PUBLIC, Access, Keys, auth_enabled, single_bearer
 from service.settings import Settings
 
 __all__ = [
@@ -47,7 +48,11 @@ class Guard:
         key may learn that it is 404; without one, nothing is revealed)."""
         if not self.enabled or access == PUBLIC:
             return None
-        denial = self.keys.denial(bearer_token(scope), access)
+        try:
+            token = bearer_token(scope)
+        except BadRequest as exc:
+            return _refused(400, exc.message)
+        denial = self.keys.denial(token, access)
         if denial is None:
             return None
         if denial.kind == "forbidden":
@@ -61,10 +66,9 @@ def _refused(status: int, message: str, headers: dict[str, str] | None = None) -
 
 
 def bearer_token(scope: Scope) -> bytes | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            return bearer_of(value)
-    return None
+    """The Bearer token of the one Authorization header; BadRequest when there are two (which one a proxy
+    or a framework would read differs: the first, the last, or both joined)."""
+    return single_bearer([value for name, value in scope["headers"] if name == b"authorization"])
 
 
 def is_loopback(host: str) -> bool:

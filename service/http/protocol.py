@@ -8,6 +8,17 @@ headers that do not come close the connection; a body that does not come marks t
 (`BODY_LATE_KEY`) and wakes the route reading it, whose BodyReader answers 408. The body needs no timer of
 its own on the hot path (an asyncio.timeout per request cost ~2% of the event loop in py-spy).
 
+What one connection can make the server hold is bounded too (httptools and uvicorn set no limits):
+- a request head (request line + header fields) of at most `max_header_bytes` and `max_header_fields`
+  fields, else 431 and the connection closes. httptools keeps a header value it has not finished in its own
+  buffer, out of reach of any callback, so the bytes are counted as they are fed, not per field;
+- at most `max_pipelined_requests` requests waiting behind the one being answered: the bytes received are fed
+  to the parser in slices of FEED_SLICE_BYTES, and feeding stops (reading from the socket too) while the queue
+  is full, resuming as answers are written. A client that sends requests without reading the answers holds
+  one read buffer, not a queue of parsed requests;
+- fields in a chunked body's trailer are dropped: the headers a route (and the key check) reads are the
+  header block's alone.
+
 uvicorn builds this class itself, once per connection, so its limits come from the app: the lifespan puts
 a `ConnectionLimits` into uvicorn's app state (`LIMITS_KEY`) before the server accepts a connection.
 """
@@ -18,6 +29,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+import httptools
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.protocols.wire import BODY_DEADLINE_KEY, BODY_LATE_KEY
@@ -25,15 +38,30 @@ from service.settings import Settings
 
 log = logging.getLogger("invariant.protocol")
 LIMITS_KEY = "invariant.connection_limits"
+# Small enough that one slice holds few requests (a bare "GET / HTTP/1.1" request is 18 bytes: at most ~110
+# past the queue bound), large enough that a single-row request is fed in one call.
+FEED_SLICE_BYTES = 2048
 
 
 @dataclass(frozen=True)
 class ConnectionLimits:
     read_timeout_s: float
+    max_header_bytes: int
+    max_header_fields: int
+    max_pipelined_requests: int
 
     @classmethod
     def of(cls, settings: Settings) -> ConnectionLimits:
-        return cls(settings.read_timeout_s)
+        return cls(
+            settings.read_timeout_s,
+            settings.max_header_bytes,
+            settings.max_header_fields,
+            settings.max_pipelined_requests,
+        )
+
+
+class HeadTooLarge(Exception):
+    """Raised in a parser callback to stop httptools; the 431 is already written."""
 
 
 DEFAULT_LIMITS = ConnectionLimits.of(Settings())  # an app that never ran its lifespan: the defaults
@@ -41,6 +69,11 @@ DEFAULT_LIMITS = ConnectionLimits.of(Settings())  # an app that never ran its li
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _read_timer: asyncio.TimerHandle | None = None
+    _held = b""  # received, not fed to the parser yet (the queue of requests is full)
+    _in_head = True  # the parser is inside a request head (or before one)
+    _head_bytes = 0
+    _head_fields = 0
+    _refused = False
 
     @property
     def limits(self) -> ConnectionLimits:
@@ -51,7 +84,66 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._arm_read_timer()
 
+    def data_received(self, data: bytes) -> None:
+        self._held = self._held + data if self._held else data
+        self._feed_held()
+
+    def _feed_held(self) -> None:
+        """Feed what is held, a slice at a time, while the pipelined queue has room; stop reading when not."""
+        limits = self.limits
+        while self._held and not self.transport.is_closing():
+            if len(self.pipeline) >= limits.max_pipelined_requests:
+                self.flow.pause_reading()  # resumed by on_response_complete, which feeds the rest first
+                return
+            piece, self._held = self._held[:FEED_SLICE_BYTES], self._held[FEED_SLICE_BYTES:]
+            self._feed(piece, limits)
+
+    def _feed(self, piece: bytes, limits: ConnectionLimits) -> None:
+        """uvicorn's data_received for one slice, except that a refused head (431 sent) gets no 400 after it."""
+        if self._in_head:
+            self._head_bytes += len(piece)
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(piece)
+        except httptools.HttpParserUpgrade:  # as uvicorn does (the dispatcher then closes a WebSocket: 1008)
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if not self._refused:
+                log.debug("invalid HTTP request received")
+                self.send_400_response("Invalid HTTP request received.")
+            return
+        if self._in_head and self._head_bytes > limits.max_header_bytes and not self._refused:
+            self._refuse_head(f"request head over {limits.max_header_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes, self._head_fields = True, 0, 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:  # a chunked body's trailer: never merged into the headers already read
+            return
+        self._head_fields += 1
+        if self._head_fields > self.limits.max_header_fields:
+            self._refuse_head(f"more than {self.limits.max_header_fields} header fields")
+            raise HeadTooLarge  # stops the parser: feed_data raises HttpParserCallbackError
+        super().on_header(name, value)
+
+    def _refuse_head(self, reason: str) -> None:
+        """431 and close: what the client sent so far is dropped, nothing more is read."""
+        self._refused = True
+        self._held = b""
+        body = orjson.dumps({"error": f"request header fields too large: {reason}"})
+        head = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+        length = b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        self.transport.write(head + length + body)
+        self.transport.close()
+
     def on_headers_complete(self) -> None:
+        self._in_head = False
         super().on_headers_complete()
         # This request's body is bounded by the connection's timer (an extension key: not in uvicorn's TypedDict).
         self.scope[BODY_DEADLINE_KEY] = True  # type: ignore[literal-required]
@@ -62,11 +154,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._disarm_read_timer()  # now runs for the next request's headers
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        super().on_response_complete()  # starts the next queued request, resumes reading
         self._arm_read_timer()
+        if self._held:
+            self._feed_held()  # before the socket is read again, so what is held never grows past one read
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_read_timer()
+        self._held = b""
         super().connection_lost(exc)
 
     def _arm_read_timer(self) -> None:

@@ -14,9 +14,11 @@ a client may); `admin` takes only an admin key (an API key is refused as forbidd
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from service.errors import BadRequest
 from service.keyfile import KeyFile, digest_of
 from service.settings import Settings
 
@@ -68,6 +70,13 @@ def bearer_of(value: bytes) -> bytes | None:
     scheme, _, token = value.strip().partition(b" ")
     token = token.strip()
     return token if scheme.lower() == b"bearer" and token else None
+
+
+def single_bearer(values: Sequence[bytes]) -> bytes | None:
+    """The token of the caller's one Authorization value (None without one); BadRequest for two or more."""
+    if len(values) > 1:
+        raise BadRequest("more than one Authorization header: send one")
+    return bearer_of(values[0]) if values else None
 
 
 def auth_enabled(settings: Settings) -> bool:
