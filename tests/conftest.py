@@ -64,6 +64,13 @@ def _starts_a_server(function: Any) -> bool:
     return any(call in source for call in SLOW_CALLS)
 
 
+def write_keys(path: Path, text: str) -> Path:
+    """A key file as the server accepts one (service/keyfile.py): a regular file, mode 0600."""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import RunningServer, start_server, stop_server
+from conftest import RunningServer, start_server, stop_server, write_keys
 
 from service.observability.logs import request_id_of
 
@@ -35,7 +35,7 @@ def test_a_request_id_is_kept_only_when_short_printable_ascii(given: bytes, kept
 @pytest.fixture(scope="module")
 def json_server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     keys = tmp_path_factory.mktemp("keys") / "keys.txt"
-    keys.write_text(KEY + "\n")
+    write_keys(keys, KEY + "\n")
     running = start_server(
         tiny_repository, tmp_path_factory.mktemp("logs"), "--log-format", "json", "--api-keys-file", str(keys)
     )

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 from bad_input_helpers import ROW
-from conftest import RunningServer, start_server, stop_server
+from conftest import RunningServer, start_server, stop_server, write_keys
 from tritonclient.utils import InferenceServerException
 
 from service.http.app import create_app
@@ -63,9 +63,9 @@ pytestmark = pytest.mark.slow
 def key_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("keys")
     api, admin = folder / "api.keys", folder / "admin.keys"
-    api.write_text(f"# clients\n{API_KEY}\n\n")
-    admin.write_text(f"{ADMIN_KEY}  \n# operators\n")
-    (folder / "receipt.keys").write_text("receipt-key-0123456789abcdef\n")  # so that receipts verify
+    write_keys(api, f"# clients\n{API_KEY}\n\n")
+    write_keys(admin, f"{ADMIN_KEY}  \n# operators\n")
+    write_keys((folder / "receipt.keys"), "receipt-key-0123456789abcdef\n")  # so that receipts verify
     return api, admin
 
 

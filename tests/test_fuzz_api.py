@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import schemathesis
 from checkpoints import write_checkpoint
+from conftest import write_keys
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
@@ -53,7 +54,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     repository = tmp_path_factory.mktemp("fuzz-repository")
     write_checkpoint(repository, "one", ONE_FEATURE)
     keys = tmp_path_factory.mktemp("fuzz-keys") / "admin.keys"
-    keys.write_text(ADMIN_KEY + "\n")
+    write_keys(keys, ADMIN_KEY + "\n")
     app = create_app(Settings(repository=repository, admin_keys_file=keys, model_control="explicit"))
     config = SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": {"expected-statuses": REFUSALS}}})
     yield schemathesis.openapi.from_asgi("/openapi.json", app, config=config)  # starts the app's lifespan

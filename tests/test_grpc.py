@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from checkpoints import TINY_CNN, write_checkpoint
-from conftest import ROOT, RunningServer, start_server, stop_server
+from conftest import ROOT, RunningServer, start_server, stop_server, write_keys
 from grpc_helpers import (
     ADMIN_KEY,
     API_KEY,
@@ -53,8 +53,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     first = write_checkpoint(repository, "broken", seed=4)
     write_garbage_version(repository, "broken", first, 2)
     keys = tmp_path_factory.mktemp("keys")
-    (keys / "api").write_text(API_KEY + "\n")
-    (keys / "admin").write_text(ADMIN_KEY + "\n")
+    write_keys((keys / "api"), API_KEY + "\n")
+    write_keys((keys / "admin"), ADMIN_KEY + "\n")
     flags = ["--api-keys-file", str(keys / "api"), "--admin-keys-file", str(keys / "admin")]
     flags += ["--model-control", "explicit", "--chunk-rows", str(CHUNK_ROWS), "--version-policy", "all"]
     running = start_server(repository, tmp_path_factory.mktemp("logs"), *flags, grpc=True)

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from bad_input_helpers import ROW
-from conftest import RunningServer, start_server, stop_server
+from conftest import RunningServer, start_server, stop_server, write_keys
 from test_auth import BODIES as AUTH_BODIES
 from test_faults import connect, read_until_closed
 
@@ -36,8 +36,8 @@ BOTH = {"v1 (hot)": V1, "v2 (hot)": V2, "receipts verify (framework)": RECEIPTS}
 @pytest.fixture(scope="module")
 def keyed(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     folder = tmp_path_factory.mktemp("hot-keys")
-    (folder / "api.keys").write_text(f"{API_KEY}\n")
-    (folder / "receipt.keys").write_text("receipt-key-0123456789abcdef\n")  # so that receipts verify
+    write_keys((folder / "api.keys"), f"{API_KEY}\n")
+    write_keys((folder / "receipt.keys"), "receipt-key-0123456789abcdef\n")  # so that receipts verify
     flags = ["--api-keys-file", str(folder / "api.keys"), "--max-body-bytes", str(LIMIT), "--read-timeout-s", "1"]
     flags += ["--receipts-key-file", str(folder / "receipt.keys")]
     server = start_server(tiny_repository, folder, *flags, "--log-format", "json")
@@ -71,7 +71,9 @@ def test_both_paths_refuse_a_missing_or_unknown_key_and_echo_the_request_id(keye
 
 
 @pytest.mark.parametrize("route", list(BOTH))
-def test_both_paths_refuse_a_body_over_the_limit_declared_streamed_or_inflated(keyed: RunningServer, route: str) -> None:
+def test_both_paths_refuse_a_body_over_the_limit_declared_streamed_or_inflated(
+    keyed: RunningServer, route: str
+) -> None:
     path, _ = BOTH[route]
     big = b'{"pad": "' + b"x" * LIMIT + b'"}'
     declared = post(keyed, path, big, **authorized())

@@ -16,7 +16,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, write_keys
 from kserve_schemas import INFERENCE_SERVICE, POD_FIELDS, SERVING_RUNTIME
 
 from service.http.app import create_app
@@ -235,7 +235,7 @@ def test_the_example_secret_holds_no_object_and_its_placeholder_keys_are_refused
     assert shape["kind"] == "Secret"
     for name, keys in shape["stringData"].items():
         path = tmp_path / name
-        path.write_text(keys)
+        write_keys(path, keys)
         with pytest.raises(KeyFileError, match=r"line 2: a key is a documented placeholder"):
             read_keys(path)
 
@@ -266,6 +266,18 @@ def test_every_server_pod_has_seccomp_a_startup_probe_and_a_writable_tmp(where: 
     tmp = next(mount for mount in container["volumeMounts"] if mount["mountPath"] == "/tmp")
     volume = next(volume for volume in pod["volumes"] if volume["name"] == tmp["name"])
     assert "sizeLimit" in volume["emptyDir"], where
+
+
+@pytest.mark.parametrize("where", ["deployment", "kserve custom container", "kserve runtime"])
+def test_key_files_are_mounted_as_the_server_accepts_them(where: str) -> None:
+    """service/keyfile.py refuses key files others can read: each pod mounts its secrets group-readable for
+    the server's group (fsGroup), so the pod starts (issue 20)."""
+    container, pod = pod_of(where)
+    secrets = [volume for volume in pod["volumes"] if "secret" in volume]
+    assert secrets, where
+    for volume in secrets:
+        assert volume["secret"]["defaultMode"] & 0o007 == 0, where
+        assert pod["securityContext"]["fsGroup"] == APP_UID, where
 
 
 def test_the_training_job_has_no_network_and_a_deadline() -> None:

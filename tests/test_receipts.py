@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_keys as write_key_file
 
 from service.cli import load_settings
 from service.errors import BadRequest
@@ -43,7 +44,7 @@ def some_receipts(receipts: Receipts, rows: int = 3) -> list[dict[str, object]]:
 
 
 def write_keys(path: Path, *keys: str) -> None:
-    path.write_text("".join(f"{key}\n" for key in keys))
+    write_key_file(path, "".join(f"{key}\n" for key in keys))
     stamp = time.time_ns() + 2_000_000_000  # a new mtime, and re-read at once: the reader re-checks each second
     os.utime(path, ns=(stamp, stamp))
 
@@ -158,7 +159,7 @@ def test_receipt_flags_without_a_key_file_stop_the_server_at_start(
         assert stopped.value.code == 2
         expected = f"invariant-serve: error: {named} needs --receipts-key-file PATH (the keys that sign receipts)\n"
         assert capsys.readouterr().err == expected
-    (tmp_path / "empty.keys").write_text("# none yet\n")
+    write_keys((tmp_path / "empty.keys"), "# none yet\n")
     with pytest.raises(SystemExit):
         load_settings(["--repository", str(tmp_path), "--receipts-key-file", str(tmp_path / "empty.keys")])
     assert (

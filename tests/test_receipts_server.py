@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from conftest import ROOT, RunningServer, start_server, stop_server
+from conftest import ROOT, RunningServer, start_server, stop_server, write_keys
 
 from service.receipts import LogReading, SigningKeys, read_log
 from service.receipts.keys import sign
@@ -39,7 +39,7 @@ Pair = tuple[dict[str, Any], list[float]]  # (receipt, the row it covers)
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "receipt-keys"
-    path.write_text(f"# receipts\n{KEY}\n")
+    write_keys(path, f"# receipts\n{KEY}\n")
     return path
 
 
