@@ -77,6 +77,7 @@ def baseline(name: str, module: str, repository: Path, results: Path) -> Server:
 def requests_table(args: argparse.Namespace, wrk: str, repository: Path, results: Path) -> None:
     keys = results / "hot-api.keys"
     keys.write_text(API_KEY + "\n")
+    keys.chmod(0o600)  # the server refuses key files others can read
     servers = [
         ours("ours", repository, results),
         ours("ours+key", repository, results, "--api-keys-file", str(keys)),

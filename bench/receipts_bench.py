@@ -27,6 +27,7 @@ def modes(results: Path) -> dict[str, tuple[tuple[str, ...], str]]:
     """mode -> (server flags, query string of the predict URL)."""
     keys = results / "receipt-keys"
     keys.write_text(secrets.token_urlsafe(32) + "\n")
+    keys.chmod(0o600)  # the server refuses key files others can read
     log = results / "receipts-log"
     return {
         "off": ((), ""),
