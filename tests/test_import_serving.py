@@ -146,3 +146,4 @@ def test_the_server_answers_an_imported_model_with_the_artifacts_bits(server: Ru
         client.close()
     assert result.as_numpy("logits").tobytes() == logits.tobytes()
     assert metadata["inputs"][0]["shape"] == [-1, 12]
+    assert metadata["platform"] == "onnxruntime_onnx"  # Triton's name for what runs it (ours: pytorch_invariant)

@@ -228,15 +228,21 @@ def encode_infer(parsed: V2Infer, answer: Answer, replica: str) -> Reply:
     return Reply(header + b"".join(blobs), content_type=OCTETS, headers=headers)
 
 
+# Triton's platform names where the backend is one (onnxruntime), ours for the checkpoints our CLI trains.
+PLATFORMS = {"onnx": "onnxruntime_onnx"}
+OWN_PLATFORM = "pytorch_invariant"
+
+
 def model_metadata(found: ServedModel | NotServing, versions: list[int]) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "name": found.name,
         "versions": [str(v) for v in versions],
-        "platform": "pytorch_invariant",
+        "platform": "",  # a version that does not serve has no file read yet: its platform is not known
         "parameters": model_parameters(found),
     }
     if isinstance(found, NotServing):
         return answer
+    answer["platform"] = PLATFORMS.get(found.manifest.architecture.arch, OWN_PLATFORM)
     classes = len(found.manifest.class_labels) or found.manifest.architecture.num_classes  # regression: 1
     answer["inputs"] = [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *found.manifest.input.shape]}]
     answer["outputs"] = [
