@@ -36,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         client = ProbeClient(args.url, args.timeout, bearer_headers(args.key_file))
         model = client.model(args.model, args.version)
         print(
-            f"invariance check: {model.name} version {model.version}, C={model.chunk_rows} (from the server's "
-            f"metadata), input shape {list(model.input_shape)}"
+            f"invariance check: {model.name} version {model.version}, C={model.chunk_rows}"
+            + (f" and C_small={model.small_chunk_rows}" if model.small_chunk_rows else "")
+            + f" (from the server's metadata), input shape {list(model.input_shape)}"
         )
         report = check_invariance(client, model, args.version, args.seed)
         if args.v2:

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         description="Refuse a model whose self-test fails at the chosen C instead of trying the candidate C's "
         "around it (service/guarantee/shape.py)",
     )
+    small_chunk_rows: int = Field(
+        8, ge=0, le=4096,
+        description="Chunks of at most this many rows run at this C instead, where the self-test proves that both "
+        "shapes give every row the same bits (else one shape); 0: off",
+    )  # fmt: skip
     chunk_latency_bound_ms: float = Field(
         1.0, gt=0, le=10_000, description="With --chunk-rows auto: the longest one C-row forward may take"
     )

@@ -56,9 +56,10 @@ def test_row_is_bitwise_identical_alone_and_at_every_position_of_every_batch(
     client = ProbeClient(server.url)
     model = client.model("wide")
     assert model.chunk_rows == 32
+    assert model.small_chunk_rows == 8  # the default pair, proven at load: lone chunks run at C = 8
     report = check_invariance(client, model, None, seed=7)
     assert report.summary() == f"passed: {report.cases} cases bitwise identical"
-    assert report.batch_sizes == (1, 2, 3, 31, 32, 33, 65)
+    assert report.batch_sizes == (1, 2, 3, 7, 8, 9, 17, 31, 32, 33, 65)  # both shapes' edges
     assert report.cases == len(FINITE_CO_ROW_KINDS) * sum(report.batch_sizes)  # every position
 
 

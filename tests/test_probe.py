@@ -38,6 +38,7 @@ def batch_mean_shift(rows: Float32Array) -> list[bytes]:
 def test_batch_sizes_surround_c_and_cases_cover_every_position() -> None:
     assert probe_batch_sizes(32) == (1, 2, 3, 31, 32, 33, 65)
     assert probe_batch_sizes(4) == (1, 2, 3, 4, 5, 9)
+    assert probe_batch_sizes(32, 8) == (1, 2, 3, 7, 8, 9, 17, 31, 32, 33, 65)  # a shape pair: both edges
     cases = probe_cases(4, ("zero",))
     assert [(c.size, c.position) for c in cases][:4] == [(1, 0), (2, 0), (2, 1), (3, 0)]
     assert len(cases) == 1 + 2 + 3 + 4 + 5 + 9
@@ -70,7 +71,7 @@ def test_http_probe_takes_c_from_the_server_and_passes(server: RunningServer, na
     assert model.chunk_rows == 32
     report = check_invariance(client, model, None)
     assert report.passed, report.summary()
-    assert report.cases == len(FINITE_CO_ROW_KINDS) * sum(probe_batch_sizes(32))
+    assert report.cases == len(FINITE_CO_ROW_KINDS) * sum(probe_batch_sizes(32, 8))  # the default pair: both shapes
     assert check_v2_matches_v1(client, model, None) == ["logits", "probabilities"]
     digest, answer = replica_digest(client, model, None)
     assert digest == replica_digest(client, model, None)[0]
@@ -87,8 +88,8 @@ def test_invariance_check_script_against_the_server(server: RunningServer) -> No
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "tinycnn version 1, C=32 (from the server's metadata), input shape [1, 8, 8]" in result.stdout
-    assert f"passed: {3 * sum(probe_batch_sizes(32))} cases bitwise identical" in result.stdout
+    assert "tinycnn version 1, C=32 and C_small=8 (from the server's metadata), input shape [1, 8, 8]" in result.stdout
+    assert f"passed: {3 * sum(probe_batch_sizes(32, 8))} cases bitwise identical" in result.stdout
     assert "V2 infer outputs ['logits', 'probabilities'] have V1's bits" in result.stdout
 
 

@@ -5,6 +5,7 @@ and SSE4.2 caps, so a default that breaks on an older CPU is red here too."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,8 +18,9 @@ from torch import nn
 from models import MLPConfig
 from service.engine.executor import EagerExecutor
 from service.engine.numerics_env import PORTABLE_ENVIRONMENT
+from service.engine.pair import PairedExecutor
 from service.engine.types import Executor
-from service.guarantee.shape import MAX_CANDIDATES, candidate_chunk_rows, prove_shape
+from service.guarantee.shape import MAX_CANDIDATES, candidate_chunk_rows, prove_pair, prove_shape
 
 FEATURES = 6
 DEMO_SIZED = MLPConfig(in_features=64, num_classes=10, hidden=(256, 256), norm="batch", dropout=0.2)
@@ -41,7 +43,7 @@ class TailSensitive(nn.Module):
         return out
 
 
-def builder(model: nn.Module) -> tuple[list[int], object]:
+def builder(model: nn.Module) -> tuple[list[int], Callable[[int], Executor]]:
     built: list[int] = []
 
     def build(chunk_rows: int) -> Executor:
@@ -58,7 +60,7 @@ def test_candidates_follow_the_documented_order() -> None:
 
 def test_a_failing_preferred_c_gives_way_to_the_first_candidate_that_passes() -> None:
     built, build = builder(TailSensitive(bad_chunk=32))
-    proof = prove_shape(build, 32, strict=False, seed=0)  # type: ignore[arg-type]
+    proof = prove_shape(build, 32, strict=False, seed=0)
     assert proof.passed
     assert (proof.preferred, proof.chosen) == (32, 24)
     assert built == [32, 24]
@@ -70,7 +72,7 @@ def test_a_failing_preferred_c_gives_way_to_the_first_candidate_that_passes() ->
 
 def test_strict_refuses_at_the_preferred_c_and_tries_nothing_else() -> None:
     built, build = builder(TailSensitive(bad_chunk=32))
-    proof = prove_shape(build, 32, strict=True, seed=0)  # type: ignore[arg-type]
+    proof = prove_shape(build, 32, strict=True, seed=0)
     assert not proof.passed
     assert built == [32]
 
@@ -81,7 +83,7 @@ def test_a_row_mixing_model_fails_every_candidate_and_stops_after_the_bound() ->
             return (x - x.mean(0, keepdim=True))[:, :3]
 
     built, build = builder(Mixing())
-    proof = prove_shape(build, 16, strict=False, seed=0)  # type: ignore[arg-type]
+    proof = prove_shape(build, 16, strict=False, seed=0)
     assert not proof.passed
     assert built == [16, *candidate_chunk_rows(16)]
     assert len(built) == 1 + MAX_CANDIDATES
@@ -89,7 +91,7 @@ def test_a_row_mixing_model_fails_every_candidate_and_stops_after_the_bound() ->
 
 def test_a_passing_preferred_c_is_the_only_one_built() -> None:
     built, build = builder(TailSensitive(bad_chunk=7))
-    proof = prove_shape(build, 8, strict=False, seed=0)  # type: ignore[arg-type]
+    proof = prove_shape(build, 8, strict=False, seed=0)
     assert (proof.chosen, built) == (8, [8])
     assert proof.reason == "the preferred C = 8 passed its self-test"
 
@@ -111,6 +113,56 @@ def test_the_demo_sized_model_serves_with_default_flags_under_each_instruction_s
     assert execution["chunk_rows"] in [32, *candidate_chunk_rows(32)]
     assert execution["chunk_rows_reason"]
     assert index[0]["state"] == "READY"
+    # The lone-latency pair (C_small = 8 by default): measured to agree with C = 32 under all four here.
+    assert execution["small_chunk_rows"] == 8
+    assert execution["small_chunk_rows_reason"].startswith(f"C = 8 and C = {execution['chunk_rows']} give every")
     if execution["chunk_rows"] != 32:
         assert index[0]["reason"] == execution["chunk_rows_reason"]
         assert "WARNING" in server.log()
+
+
+# ------------------------------------------------------------------------- the lone-latency shape pair
+
+
+class SmallShapeDiffers(nn.Module):
+    """Position-independent at every C, but a chunk of `small` rows answers one ulp higher: a pair (small, C)
+    whose shapes each pass their own self-test and still disagree with each other."""
+
+    def __init__(self, small: int) -> None:
+        super().__init__()
+        self.small = small
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x[:, :3] * 1.0
+        return torch.nextafter(out, torch.full_like(out, float("inf"))) if x.shape[0] == self.small else out
+
+
+def test_a_pair_whose_shapes_agree_serves_lone_chunks_at_c_small() -> None:
+    _, build = builder(SmallShapeDiffers(small=5))  # 5 is never asked for: both shapes agree
+    large = build(16)
+    proof = prove_pair(build, large, 4, seed=0)
+    assert isinstance(proof.executor, PairedExecutor)
+    assert proof.describe() == {"small_chunk_rows": 4, "small_chunk_rows_reason": proof.reason}
+    assert proof.reason.startswith("C = 4 and C = 16 give every row the same bits (")
+    assert proof.self_test is not None
+    assert proof.self_test.batch_sizes == (1, 2, 3, 4, 5, 9, 15, 16, 17, 33)  # both shapes' sizes
+    assert proof.executor.describe()["small_chunk_rows"] == 4
+    rows = torch.randn(4, FEATURES).numpy()
+    assert proof.executor.run(rows).logits.tobytes() == large.run(rows).logits.tobytes()
+
+
+def test_a_pair_whose_shapes_differ_is_not_used() -> None:
+    _, build = builder(SmallShapeDiffers(small=4))
+    large = build(16)
+    proof = prove_pair(build, large, 4, seed=0)
+    assert proof.executor is large
+    assert proof.describe()["small_chunk_rows"] is None
+    assert proof.reason.startswith("C = 4 and C = 16 differ on this host (")
+    assert proof.reason.endswith("): one shape")
+
+
+def test_no_pair_when_off_or_not_below_c() -> None:
+    _, build = builder(SmallShapeDiffers(small=4))
+    large = build(8)
+    assert prove_pair(build, large, 0, seed=0).reason == "off (--small-chunk-rows 0)"
+    assert prove_pair(build, large, 8, seed=0).reason == "C_small = 8 is not below C = 8: one shape"

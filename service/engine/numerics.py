@@ -85,7 +85,8 @@ def numerics_fingerprint(executor: dict[str, Any], device: str) -> NumericsFinge
         "environment": numerics_environment(os.environ),
     }
     # channels-last images use other convolution kernels than NCHW; an imported model's bits are onnxruntime's
-    for key in ("memory_format", "onnxruntime", "graph_optimization"):
+    # small_chunk_rows: a proven shape pair (service/engine/pair.py) serves lone requests at that C too.
+    for key in ("memory_format", "onnxruntime", "graph_optimization", "small_chunk_rows"):
         if key in executor:
             parts[key] = executor[key]
     # MKL and oneDNN pick kernels by the CPU they find unless capped: then the CPU model decides bits too.

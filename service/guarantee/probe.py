@@ -28,15 +28,17 @@ FINITE_CO_ROW_KINDS = ("random", "zero", "huge")
 HUGE = 1e30
 
 
-def probe_batch_sizes(chunk_rows: int) -> tuple[int, ...]:
+def probe_batch_sizes(*chunk_rows: int) -> tuple[int, ...]:
     """The batch sizes, for a server whose every forward runs on C = chunk_rows rows: 1 (alone again, which
     catches dropout or batch statistics left on), 2 and 3 (a mostly empty chunk), C-1, C and C+1 (a chunk
     one short of full, exactly full, and spilling one row into a second chunk), 2C+1 (two full chunks and
-    one row). The probe goes at every position of each."""
-    if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    c = chunk_rows
-    return tuple(sorted({n for n in (1, 2, 3, c - 1, c, c + 1, 2 * c + 1) if n >= 1}))
+    one row). The probe goes at every position of each. Two C's (a shape pair): the sizes of both."""
+    sizes: set[int] = set()
+    for c in chunk_rows:
+        if c < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {c}")
+        sizes |= {n for n in (1, 2, 3, c - 1, c, c + 1, 2 * c + 1) if n >= 1}
+    return tuple(sorted(sizes))
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class ProbeReport:
 def run_probe(
     answer: RowAnswers,
     input_shape: Sequence[int],
-    chunk_rows: int,
+    chunk_rows: int | tuple[int, ...],
     seed: int = 0,
     kinds: Sequence[str] = CO_ROW_KINDS,
 ) -> ProbeReport:
@@ -111,8 +113,9 @@ def run_probe(
     reference = _single(answer(probe))
     cases = failures = 0
     first_failure = ""
+    sizes = probe_batch_sizes(*chunk_rows) if isinstance(chunk_rows, tuple) else probe_batch_sizes(chunk_rows)
     for kind in _known(kinds):
-        for size in probe_batch_sizes(chunk_rows):
+        for size in sizes:
             batch = co_rows(kind, size, input_shape, rng)  # (size, *input_shape), new for each size
             for position in range(size):
                 trial = batch.copy()
@@ -121,7 +124,7 @@ def run_probe(
                 if answer(trial)[position] != reference:
                     failures += 1
                     first_failure = first_failure or ProbeCase(kind, size, position).describe()
-    return ProbeReport(cases, failures, probe_batch_sizes(chunk_rows), time.perf_counter() - started, first_failure)
+    return ProbeReport(cases, failures, sizes, time.perf_counter() - started, first_failure)
 
 
 def _single(answers: Sequence[bytes]) -> bytes:

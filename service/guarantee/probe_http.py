@@ -60,14 +60,22 @@ class ModelProbe:
     chunk_rows: int
     input_shape: tuple[int, ...]  # one sample: (64,) for the digits MLP, (1, 8, 8) for a CNN
     input_name: str
+    small_chunk_rows: int | None = None  # C_small of a proven shape pair: its batch sizes are probed too
+
+    @property
+    def shapes(self) -> tuple[int, ...]:
+        return (self.chunk_rows,) if self.small_chunk_rows is None else (self.chunk_rows, self.small_chunk_rows)
 
     @classmethod
     def from_metadata(cls, metadata: Any, version: str) -> ModelProbe:
         try:
-            chunk_rows = int(metadata["parameters"]["chunk_rows"])
+            parameters = metadata["parameters"]
+            chunk_rows = int(parameters["chunk_rows"])
+            small = parameters.get("small_chunk_rows")
             first_input = metadata["inputs"][0]
             shape = tuple(int(d) for d in first_input["shape"][1:])
-            return cls(str(metadata["name"]), version, chunk_rows, shape, first_input["name"])
+            name, input_name = str(metadata["name"]), first_input["name"]
+            return cls(name, version, chunk_rows, shape, input_name, None if small is None else int(small))
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ProbeError(f"model metadata lacks parameters.chunk_rows or inputs ({exc!r}): {metadata}") from exc
 
@@ -140,7 +148,7 @@ def check_invariance(client: ProbeClient, model: ModelProbe, version: str | None
     return run_probe(
         lambda rows: client.answers(model.name, version, rows),
         model.input_shape,
-        model.chunk_rows,
+        model.shapes,
         seed,
         FINITE_CO_ROW_KINDS,
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.engine.pair import shapes_of
 from service.engine.types import Executor, Float32Array, Outputs
 from service.guarantee.probe import CO_ROW_KINDS, ProbeReport, probe_rows, run_probe
 
@@ -41,7 +42,7 @@ def row_answers(outputs: Outputs) -> list[bytes]:
 
 def run_self_test(executor: Executor, seed: int = 0) -> SelfTestReport:
     report = run_probe(
-        lambda rows: row_answers(executor.run(rows)), executor.input_shape, executor.chunk_rows, seed, CO_ROW_KINDS
+        lambda rows: row_answers(executor.run(rows)), executor.input_shape, shapes_of(executor), seed, CO_ROW_KINDS
     )
     report = _with_fresh_thread_case(report, executor, seed)
     plain_differs = _plain_path_differs(executor, np.random.default_rng(seed + 1))

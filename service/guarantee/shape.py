@@ -9,6 +9,10 @@ C = 1..64): under portable numerics every C that is not a multiple of 4 (above 8
 passes; native, AVX2- and SSE4.2-capped all pass; the AVX2 failure reported at C = 32 (rows 30-31) passed at
 24, 30 and 36, i.e. multiples of 6. Multiples of 24 and 12 are whole blocks of both. At most MAX_CANDIDATES
 are tried, so a model that mixes rows (which no shape fixes) is refused after a bounded number of self-tests.
+
+Then the lone-latency pair (`--small-chunk-rows`, service/engine/pair.py): C_small below the chosen C serves
+chunks of at most C_small rows only if the self-test, run through the pair at the batch sizes of both shapes,
+finds every row's bits equal to its lone answer (so equal at both shapes); otherwise one shape, as before.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from service.engine.pair import PairedExecutor
 from service.engine.types import Executor
 from service.guarantee.selftest import SelfTestReport, run_self_test
 
@@ -70,3 +75,35 @@ def prove_shape(build: Callable[[int], Executor], preferred: int, strict: bool, 
         if report.passed:
             return ShapeProof(candidate, report, preferred, tuple(tried))
     return ShapeProof(executor, first, preferred, tuple(tried))
+
+
+@dataclass(frozen=True)
+class PairProof:
+    executor: Executor  # the pair when proven, else the chosen C's executor alone
+    small: int  # C_small asked for (0: off)
+    reason: str
+    self_test: SelfTestReport | None  # through the pair; None when no pair was tried
+
+    @property
+    def proven(self) -> bool:
+        return isinstance(self.executor, PairedExecutor)
+
+    def describe(self) -> dict[str, object]:
+        """The metadata's and the repository index's view."""
+        return {"small_chunk_rows": self.small if self.proven else None, "small_chunk_rows_reason": self.reason}
+
+
+def prove_pair(build: Callable[[int], Executor], chosen: Executor, small: int, seed: int) -> PairProof:
+    """chosen: the executor at the proven C. The pair (small, C) when the self-test through it passes."""
+    large = chosen.chunk_rows
+    if small == 0:
+        return PairProof(chosen, 0, "off (--small-chunk-rows 0)", None)
+    if small >= large:
+        return PairProof(chosen, small, f"C_small = {small} is not below C = {large}: one shape", None)
+    pair = PairedExecutor(build(small), chosen)
+    report = run_self_test(pair, seed)
+    if not report.passed:
+        reason = f"C = {small} and C = {large} differ on this host ({report.summary()}): one shape"
+        return PairProof(chosen, small, reason, report)
+    reason = f"C = {small} and C = {large} give every row the same bits ({report.summary()})"
+    return PairProof(pair, small, reason, report)

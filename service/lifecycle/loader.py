@@ -28,7 +28,7 @@ from service.engine.executor_factory import build_executor
 from service.engine.numerics import NumericsFingerprint, environment_report, numerics_fingerprint
 from service.engine.types import Executor
 from service.guarantee.selftest import SelfTestReport
-from service.guarantee.shape import prove_shape
+from service.guarantee.shape import prove_pair, prove_shape
 from service.guarantee.verify import ModelRefused, check_fingerprint, check_inference_mode, check_weights
 from service.observability.metrics import Metrics
 from service.settings import Settings
@@ -188,10 +188,12 @@ def _check(name: str, version: int, path: Path, settings: Settings, metrics: Met
         raise ModelRefused(f"self-test {proof.self_test.summary()} at C = {proof.preferred}{also}")
     if proof.chosen != proof.preferred:
         log.warning("model %s version %d: %s", name, version, proof.reason)
-    executor = proof.executor
-    numerics = numerics_fingerprint(executor.describe(), executor.device)  # of the chosen C
+    pair = prove_pair(build, proof.executor, settings.small_chunk_rows, settings.self_test_seed)
+    log.info("model %s version %d: shape pair %s", name, version, pair.reason)
+    executor = pair.executor
+    numerics = numerics_fingerprint(executor.describe(), executor.device)  # of the chosen C (and C_small)
     check_fingerprint(numerics.fingerprint, numerics.parts, settings.expect_fingerprint)
-    shape = {"chunk_rows_preferred": proof.preferred, "chunk_rows_reason": proof.reason}
+    shape = {"chunk_rows_preferred": proof.preferred, "chunk_rows_reason": proof.reason, **pair.describe()}
     return _Checked(manifest, executor, proof.self_test, environment, numerics, shape)
 
 
