@@ -192,4 +192,4 @@ class _AccessMessage:
         self.fields = fields
 
     def __str__(self) -> str:
-        return " ".join(f"{key}={value}" for key, value in self.fields.items())
+        return " ".join([f"{key}={value}" for key, value in self.fields.items()])  # a list: join needs one anyway

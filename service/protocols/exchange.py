@@ -11,6 +11,7 @@ is encoded once per version (`wire_of`), not per request.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -97,18 +98,20 @@ class ModelWire:
     v1_head: bytes  # b'{"model_name":...,"model_version":...,"predictions":' : a V1 answer is this + rows + b"}"
 
 
-_wires: dict[int, tuple[ServedModel, str, ModelWire]] = {}
+# id(served) -> (a weak reference to it, replica, its wire). Weak: an unloaded version's memory (its weights,
+# its executor) must go back when the registry drops it, not stay here.
+_wires: dict[int, tuple[weakref.ref[ServedModel], str, ModelWire]] = {}
 
 
 def wire_of(served: ServedModel, replica: str) -> ModelWire:
-    """The version's ModelWire, built on its first answer and kept while it is the same object."""
+    """The version's ModelWire, built on its first answer and kept while that same object serves."""
     found = _wires.get(id(served))
-    if found is not None and found[0] is served and found[1] == replica:
+    if found is not None and found[0]() is served and found[1] == replica:
         return found[2]
     if len(_wires) >= MAX_CACHED_VERSIONS:  # unloaded versions' entries: dropped wholesale, rebuilt on use
         _wires.clear()
     wire = _build_wire(served, replica)
-    _wires[id(served)] = (served, replica, wire)
+    _wires[id(served)] = (weakref.ref(served), replica, wire)
     return wire
 
 
