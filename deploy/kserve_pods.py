@@ -15,6 +15,7 @@ import yaml
 
 KSERVE = Path(__file__).resolve().parent / "k8s" / "kserve"
 # PodSpec fields a ServingRuntime or an InferenceService predictor may carry (the rest are KServe's own).
+# tests/kserve_schemas.py allows exactly these in the manifests, so a field the renderer drops cannot pass.
 POD_FIELDS = (
     "containers",
     "volumes",
@@ -25,6 +26,7 @@ POD_FIELDS = (
     "nodeSelector",
     "tolerations",
     "affinity",
+    "imagePullSecrets",
 )
 
 

@@ -10,21 +10,14 @@ kubernetes client, cryptography and pillow into the dev environment, and its cla
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
-# PodSpec fields a KServe predictor / ServingRuntime embeds, validated by kubernetes-validate.
-POD_FIELDS = (
-    "containers",
-    "volumes",
-    "securityContext",
-    "terminationGracePeriodSeconds",
-    "automountServiceAccountToken",
-    "serviceAccountName",
-    "nodeSelector",
-    "tolerations",
-    "affinity",
-    "imagePullSecrets",
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy"))
+# The renderer's list: the pod fields the schemas allow are exactly those it carries into the checked pods.
+from kserve_pods import POD_FIELDS
+
 _OBJECT: dict[str, Any] = {"type": "object"}
 _POD_PROPERTIES: dict[str, Any] = {name: {} for name in POD_FIELDS}
 _STRING_MAP: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "string"}}

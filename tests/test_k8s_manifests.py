@@ -17,13 +17,14 @@ import kubernetes_validate
 import pytest
 import yaml
 from conftest import ROOT, write_keys
-from kserve_schemas import INFERENCE_SERVICE, POD_FIELDS, SERVING_RUNTIME
+from kserve_schemas import INFERENCE_SERVICE, SERVING_RUNTIME
 
 from service.http.app import create_app
 from service.http.auth import KeyFileError, read_keys
 from service.settings import Settings
 
 sys.path.insert(0, str(ROOT / "deploy"))  # deploy/lint.py, imported by name like the bench modules
+from kserve_pods import POD_FIELDS
 from lint import reviewed_skips
 
 K8S = ROOT / "deploy" / "k8s"
@@ -272,7 +273,7 @@ def test_every_server_pod_has_seccomp_a_startup_probe_and_a_writable_tmp(where: 
 def test_key_files_are_mounted_as_the_server_accepts_them(where: str) -> None:
     """service/keyfile.py refuses key files others can read: each pod mounts its secrets group-readable for
     the server's group (fsGroup), so the pod starts (issue 20)."""
-    container, pod = pod_of(where)
+    _, pod = pod_of(where)
     secrets = [volume for volume in pod["volumes"] if "secret" in volume]
     assert secrets, where
     for volume in secrets:

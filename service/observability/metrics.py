@@ -51,22 +51,19 @@ class Metrics:
             "invariant_request_seconds", "Total request latency", (*MODEL, "protocol"),
             buckets=LATENCY_BUCKETS, registry=own,
         )  # fmt: skip
-        self.queue_seconds = Histogram(
-            "invariant_queue_seconds", "Time rows wait before their chunk runs", MODEL,
-            buckets=LATENCY_BUCKETS, registry=own,
-        )  # fmt: skip
-        self.compute_seconds = Histogram(
-            "invariant_compute_seconds", "Time of one C-row forward pass", MODEL,
-            buckets=LATENCY_BUCKETS, registry=own,
-        )  # fmt: skip
-        self.chunk_rows = Histogram(
-            "invariant_chunk_rows", "Real (non-padding) rows per executed chunk", MODEL,
-            buckets=row_buckets, registry=own,
-        )  # fmt: skip
-        self.padding_fraction = Histogram(
-            "invariant_chunk_padding_fraction", "Fraction of each chunk that is zero padding", MODEL,
-            buckets=FRACTION_BUCKETS, registry=own,
-        )  # fmt: skip
+        per_model = functools.partial(Histogram, labelnames=MODEL, registry=own)  # the chunk-level series
+        self.queue_seconds = per_model(
+            "invariant_queue_seconds", "Time rows wait before their chunk runs", buckets=LATENCY_BUCKETS
+        )
+        self.compute_seconds = per_model(
+            "invariant_compute_seconds", "Time of one C-row forward pass", buckets=LATENCY_BUCKETS
+        )
+        self.chunk_rows = per_model(
+            "invariant_chunk_rows", "Real (non-padding) rows per executed chunk", buckets=row_buckets
+        )
+        self.padding_fraction = per_model(
+            "invariant_chunk_padding_fraction", "Fraction of each chunk that is zero padding", buckets=FRACTION_BUCKETS
+        )
         self.queue_rows = Gauge(
             "invariant_queue_rows",
             "Rows waiting to be computed",
