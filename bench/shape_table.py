@@ -19,6 +19,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from models import CNNConfig, MLPConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBSET = (1, 2, 4, 6, 8, 12, 16, 18, 24, 30, 31, 32, 33, 36, 42, 48, 56, 63, 64)
@@ -31,23 +35,29 @@ CAPS = {
 MODELS = ("digits-mlp", "mlp-784-1024-1024", "cnn")
 
 
+def model_configs() -> dict[str, MLPConfig | CNNConfig]:
+    from models import CNNConfig, MLPConfig
+
+    return {
+        "digits-mlp": MLPConfig(in_features=64, num_classes=10, hidden=(256, 256), norm="batch", dropout=0.2),
+        "mlp-784-1024-1024": MLPConfig(in_features=784, num_classes=10, hidden=(1024, 1024), norm="batch"),
+        "cnn": CNNConfig(in_channels=1, height=8, width=8, num_classes=10, norm="batch"),
+    }
+
+
 def measure(models: list[str], chunks: dict[str, list[int]]) -> None:
     """In the capped process: one JSON line per (model, C)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from checkpoints import write_checkpoint
 
-    from models import CNNConfig, MLPConfig, load_checkpoint
+    from models import load_checkpoint
     from service.engine.executor_factory import build_executor
     from service.engine.numerics import pin_numerics
     from service.guarantee.selftest import run_self_test
     from service.settings import Settings
 
     pin_numerics(1)
-    configs: dict[str, MLPConfig | CNNConfig] = {
-        "digits-mlp": MLPConfig(in_features=64, num_classes=10, hidden=(256, 256), norm="batch", dropout=0.2),
-        "mlp-784-1024-1024": MLPConfig(in_features=784, num_classes=10, hidden=(1024, 1024), norm="batch"),
-        "cnn": CNNConfig(in_channels=1, height=8, width=8, num_classes=10, norm="batch"),
-    }
+    configs = model_configs()
     repository = Path(tempfile.mkdtemp(prefix="shape-table-"))
     for name in models:
         model, manifest = load_checkpoint(write_checkpoint(repository, name, configs[name]))
