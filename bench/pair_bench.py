@@ -25,7 +25,7 @@ from checkpoints import write_checkpoint
 
 from models import CNNConfig, MLPConfig
 
-MODELS = {
+MODELS: dict[str, MLPConfig | CNNConfig] = {
     "mlp784": MLPConfig(in_features=784, num_classes=10, hidden=(1024, 1024), norm="batch"),
     "cnn28": CNNConfig(in_channels=1, height=28, width=28, num_classes=10, norm="batch"),
 }
