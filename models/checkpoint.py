@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -35,12 +34,11 @@ from models.config import ArchConfig, InputSpec, config_from_dict, config_to_dic
 from models.imported import IMPORTED_FORMATS, ImportedConfig, imported_from_dict
 from models.preprocess import PreprocessError, Preprocessing
 from models.staging import STAGING_PREFIX, remove_abandoned_staging, staging_prefix
-from models.versions import parse_version
+from models.versions import is_model_name, parse_version
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 NOT_A_VERSION = "not a version: a version directory is named by ASCII digits without leading zeros"
 
 
@@ -214,7 +212,7 @@ def list_model_dirs(repository: Path) -> list[str]:
     root = Path(repository)
     if not root.is_dir():
         return []
-    return sorted(entry.name for entry in root.iterdir() if NAME_PATTERN.match(entry.name) and entry.is_dir())
+    return sorted(entry.name for entry in root.iterdir() if is_model_name(entry.name) and entry.is_dir())
 
 
 def list_model_names(repository: Path) -> list[str]:
@@ -231,7 +229,7 @@ def save_checkpoint(
     manifest must name each of them in its `artifacts`. `manifest.version`, `weights_sha256` and
     `created_at` are filled in here.
     """
-    if not NAME_PATTERN.match(manifest.name):
+    if not is_model_name(manifest.name):
         raise CheckpointError(f"invalid model name {manifest.name!r}: use letters, digits, '_', '.', '-'")
     artifacts = dict(artifacts or {})
     _check_artifacts(manifest, artifacts)
@@ -285,7 +283,7 @@ def _write_version(model_dir: Path, model: nn.Module, manifest: Manifest, artifa
 def save_imported(repository: Path, manifest: Manifest, sources: Mapping[str, Path]) -> Path:
     """Publish the files of an imported model (version-directory name -> file to copy) as the next version of
     `manifest.name`, atomically like save_checkpoint; weights_sha256 is the sha256 of the architecture's file."""
-    if not NAME_PATTERN.match(manifest.name):
+    if not is_model_name(manifest.name):
         raise CheckpointError(f"invalid model name {manifest.name!r}: use letters, digits, '_', '.', '-'")
     if not isinstance(manifest.architecture, ImportedConfig) or manifest.architecture.file not in sources:
         raise CheckpointError("save_imported needs an imported architecture whose file is among the sources")
@@ -296,7 +294,7 @@ def save_imported(repository: Path, manifest: Manifest, sources: Mapping[str, Pa
     staging.chmod(0o755)
     try:
         for file_name, source in sources.items():
-            if not NAME_PATTERN.match(file_name) or file_name == MANIFEST_FILE:
+            if not is_model_name(file_name) or file_name == MANIFEST_FILE:
                 raise CheckpointError(f"invalid file name {file_name!r}")
             shutil.copyfile(source, staging / file_name)
             (staging / file_name).chmod(0o644)
@@ -311,7 +309,7 @@ def _check_artifacts(manifest: Manifest, artifacts: dict[str, bytes]) -> None:
     if named != sorted(artifacts):
         raise CheckpointError(f"manifest artifacts {named} do not match the files given {sorted(artifacts)}")
     for file_name in artifacts:
-        if not NAME_PATTERN.match(file_name) or file_name in {WEIGHTS_FILE, MANIFEST_FILE}:
+        if not is_model_name(file_name) or file_name in {WEIGHTS_FILE, MANIFEST_FILE}:
             raise CheckpointError(f"invalid artifact file name {file_name!r}")
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from models import CheckpointError, IgnoredEntry, Manifest, list_model_dirs, load_checkpoint, scan_versions
-from models.checkpoint import NAME_PATTERN, read_manifest
+from models.checkpoint import read_manifest
+from models.versions import is_model_name
 from models.imported import ImportedConfig
 from models.labels import LabelsError, read_labels
 from service.engine.batcher import Batcher
@@ -236,7 +237,7 @@ EMPTY_MODEL_DIR = ModelDir({}, ())
 
 
 def scan_model(repository: Path, name: str) -> ModelDir:
-    if not NAME_PATTERN.match(name):
+    if not is_model_name(name):
         return EMPTY_MODEL_DIR
     versions, ignored = scan_versions(repository, name)
     stamps = {number: stamp_of(path) for number, path in versions.items()}
