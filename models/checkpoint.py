@@ -33,13 +33,13 @@ from models.architectures import build_model
 from models.config import ArchConfig, InputSpec, config_from_dict, config_to_dict
 from models.imported import IMPORTED_FORMATS, ImportedConfig, imported_from_dict
 from models.preprocess import PreprocessError, Preprocessing
-from models.staging import STAGING_PREFIX, remove_abandoned_staging, staging_prefix
-from models.versions import is_model_name, parse_version
+from models.staging import remove_abandoned_staging, staging_prefix
+from models.scan import list_versions
+from models.versions import is_model_name
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
-NOT_A_VERSION = "not a version: a version directory is named by ASCII digits without leading zeros"
 
 
 class CheckpointError(Exception):
@@ -168,56 +168,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class IgnoredEntry:
-    """A directory inside a model directory that is not a version, and why."""
-
-    name: str
-    reason: str
-
-
-def scan_versions(repository: Path, name: str) -> tuple[dict[int, Path], list[IgnoredEntry]]:
-    """The version directories of `name` (number -> path) and the other directories there, with reasons.
-
-    Files are skipped silently (editor backups, notes); directories are reported so an operator can see
-    why `007` or a staging directory does not serve.
-    """
-    model_dir = Path(repository) / name
-    versions: dict[int, Path] = {}
-    ignored: list[IgnoredEntry] = []
-    if not model_dir.is_dir():
-        return versions, ignored
-    for entry in sorted(model_dir.iterdir()):
-        if not entry.is_dir():
-            continue
-        number = parse_version(entry.name)
-        if number is not None:
-            versions[number] = entry
-        elif entry.name.startswith(STAGING_PREFIX):
-            ignored.append(IgnoredEntry(entry.name, "staging directory of a checkpoint still being written"))
-        else:
-            ignored.append(IgnoredEntry(entry.name, NOT_A_VERSION))
-    return versions, ignored
-
-
-def list_versions(repository: Path, name: str) -> list[int]:
-    """Complete versions of `name`, ascending. Staging and other non-version directories are skipped."""
-    return sorted(scan_versions(repository, name)[0])
-
-
-def list_model_dirs(repository: Path) -> list[str]:
-    """Directories of the repository whose names are valid model names, with or without versions."""
-    root = Path(repository)
-    if not root.is_dir():
-        return []
-    return sorted(entry.name for entry in root.iterdir() if is_model_name(entry.name) and entry.is_dir())
-
-
-def list_model_names(repository: Path) -> list[str]:
-    """Models with at least one version directory."""
-    return [name for name in list_model_dirs(repository) if list_versions(repository, name)]
 
 
 def save_checkpoint(

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from checkpoints import write_checkpoint
 
-from models.checkpoint import CheckpointError, list_model_dirs
+from models.checkpoint import CheckpointError
+from models.scan import list_model_dirs
 from models.onnx_check import ImportRefused
 from models.package import _checked
 from models.versions import is_model_name

@@ -25,7 +25,8 @@ from training_helpers import (
 )
 
 from models.architectures import batchnorm_layers, build_model
-from models.checkpoint import list_versions, load_checkpoint
+from models.checkpoint import load_checkpoint
+from models.scan import list_versions
 from models.config import config_from_dict
 from training.cli import main
 from training.data import load_dataset, split_dataset, standardization_stats
