@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError
@@ -31,11 +31,13 @@ from torch import nn
 
 from models.architectures import build_model
 from models.config import ArchConfig, InputSpec, config_from_dict, config_to_dict
+from models.files import MAX_MANIFEST_BYTES, descriptor_path, open_regular, read_bounded
 from models.imported import IMPORTED_FORMATS, ImportedConfig, imported_from_dict
 from models.preprocess import PreprocessError, Preprocessing
-from models.staging import remove_abandoned_staging, staging_prefix
 from models.scan import list_versions
+from models.staging import remove_abandoned_staging, staging_prefix
 from models.versions import is_model_name
+from models.weights_header import HeaderMismatch, check_header
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -163,10 +165,15 @@ def _task(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def sha256_of(path: Path) -> str:
+    with open_regular(path) as handle:
+        return _sha256_of_handle(handle)
+
+
+def _sha256_of_handle(handle: BinaryIO) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    handle.seek(0)
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -301,8 +308,8 @@ def _fsync_dir(path: Path) -> None:
 def read_manifest(version_dir: Path) -> Manifest:
     path = Path(version_dir) / MANIFEST_FILE
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(read_bounded(path, MAX_MANIFEST_BYTES))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         # File names only, never the server's paths: these reasons reach clients.
         detail = exc.strerror if isinstance(exc, OSError) else str(exc)
         raise CheckpointError(f"unreadable manifest {MANIFEST_FILE}: {detail}") from exc
@@ -312,44 +319,31 @@ def read_manifest(version_dir: Path) -> Manifest:
 
 
 def load_checkpoint(version_dir: Path) -> tuple[nn.Module, Manifest]:
-    """Rebuild the model of a version directory: sha256 verified, strict load, never unpickles.
+    """Rebuild the model of a version directory: shapes checked against the weights header before anything
+    is allocated, sha256 verified, strict load, never unpickles. Every read goes through one descriptor of
+    a regular file (models/files.py), so the file checked is the file loaded.
 
     The model is returned as built (training mode); the server decides how to run it.
     """
     manifest = read_manifest(version_dir)
     if isinstance(manifest.architecture, ImportedConfig):
         raise CheckpointError(f"version holds an imported {manifest.architecture.arch} model, not a checkpoint")
-    weights_path = Path(version_dir) / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise CheckpointError(f"missing weights file {WEIGHTS_FILE}")
-    actual_sha = sha256_of(weights_path)
-    if actual_sha != manifest.weights_sha256:
-        raise CheckpointError(
-            f"checksum mismatch: {WEIGHTS_FILE} has sha256 {actual_sha}, manifest says {manifest.weights_sha256}"
-        )
     try:
-        state = load_file(str(weights_path))
+        with open_regular(Path(version_dir) / WEIGHTS_FILE) as handle:
+            check_header(manifest.architecture, handle)  # before any allocation: names, dtypes, shapes, sizes
+            actual_sha, claimed = _sha256_of_handle(handle), manifest.weights_sha256
+            if actual_sha != claimed:
+                raise CheckpointError(
+                    f"checksum mismatch: {WEIGHTS_FILE} has sha256 {actual_sha}, manifest says {claimed}"
+                )
+            state = load_file(descriptor_path(handle))
+    except HeaderMismatch as exc:
+        raise CheckpointError(str(exc)) from None
+    except FileNotFoundError:
+        raise CheckpointError(f"missing weights file {WEIGHTS_FILE}") from None
     except (SafetensorError, OSError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) else str(exc)
-        raise CheckpointError(f"unreadable weights: {detail}") from exc
+        raise CheckpointError(f"unreadable weights {WEIGHTS_FILE}: {detail}") from exc
     model = build_model(manifest.architecture)  # narrowed to ArchConfig above
-    _check_state_keys(model, state)
     model.load_state_dict(state, strict=True)
     return model, manifest
-
-
-def _check_state_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        stats = [key for key in missing if key.rsplit(".", 1)[-1] in {"running_mean", "running_var"}]
-        if stats:
-            raise CheckpointError(f"BatchNorm running statistics missing from the weights: {stats}")
-        raise CheckpointError(f"weights missing from the checkpoint: {missing}")
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise CheckpointError(f"unexpected weights in the checkpoint: {unexpected}")
-    for key, tensor in expected.items():
-        if state[key].shape != tensor.shape:
-            got, want = tuple(state[key].shape), tuple(tensor.shape)
-            raise CheckpointError(f"weight {key} has shape {got}, expected {want}")

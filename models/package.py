@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from models.checkpoint import CheckpointError, Manifest, save_imported, sha256_of
-from models.versions import is_model_name
 from models.config import InputSpec
 from models.imported import ImportedConfig
 from models.onnx_check import CheckedOnnx, ImportRefused, check_onnx
 from models.pt2_check import refuse_non_onnx
+from models.versions import is_model_name
 
 PROG = "python -m models.package"
 GRAPH_FILE = "model.onnx"

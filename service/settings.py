@@ -83,6 +83,10 @@ class Settings(BaseSettings):
         10.0, gt=0, le=30, allow_inf_nan=False,
         description="A request's headers or body not received within this long closes the connection (408 for a body)",
     )  # fmt: skip
+    load_timeout_s: float = Field(
+        600.0, gt=0, le=86_400, allow_inf_nan=False,
+        description="A model load (checks, self-test, calibration) not done within this long refuses the version",
+    )  # fmt: skip
     max_queue_delay_ms: float = Field(
         0.0, ge=0, le=10_000, allow_inf_nan=False,
         description="Wait up to this long to fill a chunk; 0 runs a lone request at once",

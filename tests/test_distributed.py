@@ -26,8 +26,8 @@ from training_helpers import assert_one_line_error, manifest_json, weights
 
 from models.architectures import batchnorm_layers, build_model
 from models.checkpoint import load_checkpoint
-from models.scan import list_versions
 from models.config import config_from_dict
+from models.scan import list_versions
 from training.cli import main
 from training.run import rank_seed
 

@@ -8,15 +8,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from checkpoints import write_checkpoint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from checkpoints import write_checkpoint
-
 from models.checkpoint import CheckpointError
-from models.scan import list_model_dirs
 from models.onnx_check import ImportRefused
 from models.package import _checked
+from models.scan import list_model_dirs
 from models.versions import is_model_name
 from service.lifecycle.loader import scan_model
 from training.errors import InputError

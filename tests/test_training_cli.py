@@ -26,8 +26,8 @@ from training_helpers import (
 
 from models.architectures import batchnorm_layers, build_model
 from models.checkpoint import load_checkpoint
-from models.scan import list_versions
 from models.config import config_from_dict
+from models.scan import list_versions
 from training.cli import main
 from training.data import load_dataset, split_dataset, standardization_stats
 from training.loop import rank_batches
