@@ -103,7 +103,7 @@ def test_a_manifest_wider_than_its_weights_is_refused_before_anything_is_allocat
     _claim_hidden(version_dir, [4096, 4096, 4096])
     built: list[object] = []
     monkeypatch.setattr(models.checkpoint, "build_model", built.append)
-    monkeypatch.setattr(models.checkpoint, "load_file", lambda path: built.append(path))
+    monkeypatch.setattr(models.checkpoint, "load_file", built.append)
     with pytest.raises(CheckpointError) as refused:
         load_checkpoint(version_dir)
     assert str(refused.value) == "shape mismatch: blocks.0.weight manifest [4096, 16] weights [32, 16]"
@@ -117,7 +117,7 @@ def test_a_weights_header_that_lies_about_its_sizes_is_refused(tmp_path: Path) -
     weights.write_bytes(data[:-4])  # the last tensor's range now runs past the end of the file
     with pytest.raises(
         CheckpointError,
-        match="unreadable weights: header entry .standardize.std.: bytes 8032..8096 do not hold F32 \\[16\\]",
+        match=r"unreadable weights: header entry .standardize.std.: bytes 8032..8096 do not hold F32 \[16\]",
     ):
         load_checkpoint(version_dir)
 
