@@ -304,8 +304,6 @@ def _name(value: str | None, data: str) -> str:
     return name
 
 
-
-
 def _repository(value: str) -> Path:
     path = Path(value)
     if path.exists() and not path.is_dir():
