@@ -319,8 +319,8 @@ def read_manifest(version_dir: Path) -> Manifest:
 
 
 def load_checkpoint(version_dir: Path) -> tuple[nn.Module, Manifest]:
-    """Rebuild the model of a version directory: shapes checked against the weights header before anything
-    is allocated, sha256 verified, strict load, never unpickles. Every read goes through one descriptor of
+    """Rebuild the model of a version directory: sha256 verified (streamed), shapes checked against the
+    weights header before anything is allocated, strict load, never unpickles. Every read goes through one descriptor of
     a regular file (models/files.py), so the file checked is the file loaded.
 
     The model is returned as built (training mode); the server decides how to run it.
@@ -330,12 +330,12 @@ def load_checkpoint(version_dir: Path) -> tuple[nn.Module, Manifest]:
         raise CheckpointError(f"version holds an imported {manifest.architecture.arch} model, not a checkpoint")
     try:
         with open_regular(Path(version_dir) / WEIGHTS_FILE) as handle:
-            check_header(manifest.architecture, handle)  # before any allocation: names, dtypes, shapes, sizes
-            actual_sha, claimed = _sha256_of_handle(handle), manifest.weights_sha256
+            actual_sha, claimed = _sha256_of_handle(handle), manifest.weights_sha256  # streamed, 1 MiB at a time
             if actual_sha != claimed:
                 raise CheckpointError(
                     f"checksum mismatch: {WEIGHTS_FILE} has sha256 {actual_sha}, manifest says {claimed}"
                 )
+            check_header(manifest.architecture, handle)  # before any allocation: names, dtypes, shapes, sizes
             state = load_file(descriptor_path(handle))
     except HeaderMismatch as exc:
         raise CheckpointError(str(exc)) from None

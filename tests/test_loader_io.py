@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import threading
@@ -115,6 +116,9 @@ def test_a_weights_header_that_lies_about_its_sizes_is_refused(tmp_path: Path) -
     weights = version_dir / "model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[:-4])  # the last tensor's range now runs past the end of the file
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    manifest["weights_sha256"] = hashlib.sha256(data[:-4]).hexdigest()  # a valid sha256 of the lying file
+    (version_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(
         CheckpointError,
         match=r"unreadable weights: header entry .standardize.std.: bytes 8032..8096 do not hold F32 \[16\]",
