@@ -11,17 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from models.architectures import batchnorm_layers, build_model
-    from models.checkpoint import (
-        CheckpointError,
-        IgnoredEntry,
-        Manifest,
-        list_model_dirs,
-        list_model_names,
-        list_versions,
-        load_checkpoint,
-        save_checkpoint,
-        scan_versions,
-    )
+    from models.checkpoint import CheckpointError, Manifest, load_checkpoint, save_checkpoint
     from models.config import (
         ARCHITECTURES,
         ArchConfig,
@@ -32,6 +22,7 @@ if TYPE_CHECKING:
         config_from_dict,
         config_to_dict,
     )
+    from models.scan import IgnoredEntry, list_model_dirs, list_model_names, list_versions, scan_versions
     from models.versions import parse_version
 
 __all__ = [
@@ -60,17 +51,8 @@ __all__ = [
 # Which submodule defines each public name (the TYPE_CHECKING imports above, for the type checker).
 _HOMES = {
     "models.architectures": ("batchnorm_layers", "build_model"),
-    "models.checkpoint": (
-        "CheckpointError",
-        "IgnoredEntry",
-        "Manifest",
-        "list_model_dirs",
-        "list_model_names",
-        "list_versions",
-        "load_checkpoint",
-        "save_checkpoint",
-        "scan_versions",
-    ),
+    "models.checkpoint": ("CheckpointError", "Manifest", "load_checkpoint", "save_checkpoint"),
+    "models.scan": ("IgnoredEntry", "list_model_dirs", "list_model_names", "list_versions", "scan_versions"),
     "models.versions": ("parse_version",),
     "models.config": (
         "ARCHITECTURES",

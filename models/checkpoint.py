@@ -16,14 +16,13 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError
@@ -32,16 +31,17 @@ from torch import nn
 
 from models.architectures import build_model
 from models.config import ArchConfig, InputSpec, config_from_dict, config_to_dict
+from models.files import MAX_MANIFEST_BYTES, descriptor_path, open_regular, read_bounded
 from models.imported import IMPORTED_FORMATS, ImportedConfig, imported_from_dict
 from models.preprocess import PreprocessError, Preprocessing
-from models.staging import STAGING_PREFIX, remove_abandoned_staging, staging_prefix
-from models.versions import parse_version
+from models.scan import list_versions
+from models.staging import remove_abandoned_staging, staging_prefix
+from models.versions import is_model_name
+from models.weights_header import HeaderMismatch, check_header
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-NOT_A_VERSION = "not a version: a version directory is named by ASCII digits without leading zeros"
 
 
 class CheckpointError(Exception):
@@ -165,61 +165,16 @@ def _task(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def sha256_of(path: Path) -> str:
+    with open_regular(path) as handle:
+        return _sha256_of_handle(handle)
+
+
+def _sha256_of_handle(handle: BinaryIO) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    handle.seek(0)
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class IgnoredEntry:
-    """A directory inside a model directory that is not a version, and why."""
-
-    name: str
-    reason: str
-
-
-def scan_versions(repository: Path, name: str) -> tuple[dict[int, Path], list[IgnoredEntry]]:
-    """The version directories of `name` (number -> path) and the other directories there, with reasons.
-
-    Files are skipped silently (editor backups, notes); directories are reported so an operator can see
-    why `007` or a staging directory does not serve.
-    """
-    model_dir = Path(repository) / name
-    versions: dict[int, Path] = {}
-    ignored: list[IgnoredEntry] = []
-    if not model_dir.is_dir():
-        return versions, ignored
-    for entry in sorted(model_dir.iterdir()):
-        if not entry.is_dir():
-            continue
-        number = parse_version(entry.name)
-        if number is not None:
-            versions[number] = entry
-        elif entry.name.startswith(STAGING_PREFIX):
-            ignored.append(IgnoredEntry(entry.name, "staging directory of a checkpoint still being written"))
-        else:
-            ignored.append(IgnoredEntry(entry.name, NOT_A_VERSION))
-    return versions, ignored
-
-
-def list_versions(repository: Path, name: str) -> list[int]:
-    """Complete versions of `name`, ascending. Staging and other non-version directories are skipped."""
-    return sorted(scan_versions(repository, name)[0])
-
-
-def list_model_dirs(repository: Path) -> list[str]:
-    """Directories of the repository whose names are valid model names, with or without versions."""
-    root = Path(repository)
-    if not root.is_dir():
-        return []
-    return sorted(entry.name for entry in root.iterdir() if NAME_PATTERN.match(entry.name) and entry.is_dir())
-
-
-def list_model_names(repository: Path) -> list[str]:
-    """Models with at least one version directory."""
-    return [name for name in list_model_dirs(repository) if list_versions(repository, name)]
 
 
 def save_checkpoint(
@@ -231,7 +186,7 @@ def save_checkpoint(
     manifest must name each of them in its `artifacts`. `manifest.version`, `weights_sha256` and
     `created_at` are filled in here.
     """
-    if not NAME_PATTERN.match(manifest.name):
+    if not is_model_name(manifest.name):
         raise CheckpointError(f"invalid model name {manifest.name!r}: use letters, digits, '_', '.', '-'")
     artifacts = dict(artifacts or {})
     _check_artifacts(manifest, artifacts)
@@ -285,7 +240,7 @@ def _write_version(model_dir: Path, model: nn.Module, manifest: Manifest, artifa
 def save_imported(repository: Path, manifest: Manifest, sources: Mapping[str, Path]) -> Path:
     """Publish the files of an imported model (version-directory name -> file to copy) as the next version of
     `manifest.name`, atomically like save_checkpoint; weights_sha256 is the sha256 of the architecture's file."""
-    if not NAME_PATTERN.match(manifest.name):
+    if not is_model_name(manifest.name):
         raise CheckpointError(f"invalid model name {manifest.name!r}: use letters, digits, '_', '.', '-'")
     if not isinstance(manifest.architecture, ImportedConfig) or manifest.architecture.file not in sources:
         raise CheckpointError("save_imported needs an imported architecture whose file is among the sources")
@@ -296,7 +251,7 @@ def save_imported(repository: Path, manifest: Manifest, sources: Mapping[str, Pa
     staging.chmod(0o755)
     try:
         for file_name, source in sources.items():
-            if not NAME_PATTERN.match(file_name) or file_name == MANIFEST_FILE:
+            if not is_model_name(file_name) or file_name == MANIFEST_FILE:
                 raise CheckpointError(f"invalid file name {file_name!r}")
             shutil.copyfile(source, staging / file_name)
             (staging / file_name).chmod(0o644)
@@ -311,7 +266,7 @@ def _check_artifacts(manifest: Manifest, artifacts: dict[str, bytes]) -> None:
     if named != sorted(artifacts):
         raise CheckpointError(f"manifest artifacts {named} do not match the files given {sorted(artifacts)}")
     for file_name in artifacts:
-        if not NAME_PATTERN.match(file_name) or file_name in {WEIGHTS_FILE, MANIFEST_FILE}:
+        if not is_model_name(file_name) or file_name in {WEIGHTS_FILE, MANIFEST_FILE}:
             raise CheckpointError(f"invalid artifact file name {file_name!r}")
 
 
@@ -353,8 +308,8 @@ def _fsync_dir(path: Path) -> None:
 def read_manifest(version_dir: Path) -> Manifest:
     path = Path(version_dir) / MANIFEST_FILE
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(read_bounded(path, MAX_MANIFEST_BYTES))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         # File names only, never the server's paths: these reasons reach clients.
         detail = exc.strerror if isinstance(exc, OSError) else str(exc)
         raise CheckpointError(f"unreadable manifest {MANIFEST_FILE}: {detail}") from exc
@@ -364,44 +319,31 @@ def read_manifest(version_dir: Path) -> Manifest:
 
 
 def load_checkpoint(version_dir: Path) -> tuple[nn.Module, Manifest]:
-    """Rebuild the model of a version directory: sha256 verified, strict load, never unpickles.
+    """Rebuild the model of a version directory: sha256 verified (streamed), shapes checked against the
+    weights header before anything is allocated, strict load, never unpickles. Every read goes through one descriptor of
+    a regular file (models/files.py), so the file checked is the file loaded.
 
     The model is returned as built (training mode); the server decides how to run it.
     """
     manifest = read_manifest(version_dir)
     if isinstance(manifest.architecture, ImportedConfig):
         raise CheckpointError(f"version holds an imported {manifest.architecture.arch} model, not a checkpoint")
-    weights_path = Path(version_dir) / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise CheckpointError(f"missing weights file {WEIGHTS_FILE}")
-    actual_sha = sha256_of(weights_path)
-    if actual_sha != manifest.weights_sha256:
-        raise CheckpointError(
-            f"checksum mismatch: {WEIGHTS_FILE} has sha256 {actual_sha}, manifest says {manifest.weights_sha256}"
-        )
     try:
-        state = load_file(str(weights_path))
+        with open_regular(Path(version_dir) / WEIGHTS_FILE) as handle:
+            actual_sha, claimed = _sha256_of_handle(handle), manifest.weights_sha256  # streamed, 1 MiB at a time
+            if actual_sha != claimed:
+                raise CheckpointError(
+                    f"checksum mismatch: {WEIGHTS_FILE} has sha256 {actual_sha}, manifest says {claimed}"
+                )
+            check_header(manifest.architecture, handle)  # before any allocation: names, dtypes, shapes, sizes
+            state = load_file(descriptor_path(handle))
+    except HeaderMismatch as exc:
+        raise CheckpointError(str(exc)) from None
+    except FileNotFoundError:
+        raise CheckpointError(f"missing weights file {WEIGHTS_FILE}") from None
     except (SafetensorError, OSError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) else str(exc)
-        raise CheckpointError(f"unreadable weights: {detail}") from exc
+        raise CheckpointError(f"unreadable weights {WEIGHTS_FILE}: {detail}") from exc
     model = build_model(manifest.architecture)  # narrowed to ArchConfig above
-    _check_state_keys(model, state)
     model.load_state_dict(state, strict=True)
     return model, manifest
-
-
-def _check_state_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        stats = [key for key in missing if key.rsplit(".", 1)[-1] in {"running_mean", "running_var"}]
-        if stats:
-            raise CheckpointError(f"BatchNorm running statistics missing from the weights: {stats}")
-        raise CheckpointError(f"weights missing from the checkpoint: {missing}")
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise CheckpointError(f"unexpected weights in the checkpoint: {unexpected}")
-    for key, tensor in expected.items():
-        if state[key].shape != tensor.shape:
-            got, want = tuple(state[key].shape), tuple(tensor.shape)
-            raise CheckpointError(f"weight {key} has shape {got}, expected {want}")

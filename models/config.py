@@ -185,7 +185,26 @@ def config_from_dict(data: dict[str, Any]) -> ArchConfig:
     return config
 
 
+# What a manifest may claim, checked before any model is built (even on the meta device): far above what
+# this server is for (CPU models of at most a few million parameters), far below what would exhaust it.
+MAX_LAYERS = 256
+MAX_WIDTH = 1 << 16  # hidden widths, CNN channels, classes
+MAX_INPUT_VALUES = 1 << 24  # values in one input row (features, or channels x height x width)
+
+
 def validate_config(config: ArchConfig) -> None:
+    sizes = (*config.widths, *config.input_shape, config.num_classes)
+    if not all(type(size) is int for size in sizes):
+        raise ValueError(f"layer widths, input shape and num_classes must be integers, got {list(sizes)}")
+    if len(config.widths) > MAX_LAYERS or max(config.widths, default=0) > MAX_WIDTH:
+        raise ValueError(f"at most {MAX_LAYERS} layers of at most {MAX_WIDTH} units, got {list(config.widths)}")
+    if config.num_classes > MAX_WIDTH or math.prod(config.input_shape) > MAX_INPUT_VALUES:
+        raise ValueError(
+            f"at most {MAX_WIDTH} classes and {MAX_INPUT_VALUES} input values per row, got "
+            f"{config.num_classes} classes and input shape {list(config.input_shape)}"
+        )
+    if min(config.input_shape) < 1:
+        raise ValueError(f"input shape must be positive, got {list(config.input_shape)}")
     if config.norm not in NORM_KINDS:
         raise ValueError(f"norm must be one of {NORM_KINDS}, got {config.norm!r}")
     if not 0.0 <= config.dropout < 1.0:

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from models.files import open_regular
 from models.versions import parse_version
 
 LABELS_FILE = "labels.json"
@@ -45,7 +46,7 @@ def read_labels(model_dir: Path) -> dict[str, int] | None:
     file, never the server's paths) when it is unreadable, too large or not {label: version, ...}."""
     path = model_dir / LABELS_FILE
     try:
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:
             raw = handle.read(MAX_LABELS_BYTES + 1)  # never more than the bound, whatever the file's size
     except FileNotFoundError:
         return None

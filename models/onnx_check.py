@@ -24,6 +24,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from onnx import AttributeProto, TensorProto
 
+from models.files import open_regular
+
 # protobuf caps one message at 2 GiB; the inlined model must fit in one.
 MAX_MODEL_BYTES = 2**31 - 1
 MAX_EXTERNAL_BYTES = 2**31 - 1 - 2**24  # inlined weights plus at most 16 MiB of graph under the cap
@@ -148,7 +150,7 @@ def _read_bounded(path: Path, limit: int, what: str) -> bytes:
         raise ImportRefused(f"{what} {path.name} is not a regular file (links are refused)")
     if info.st_size > limit:
         raise ImportRefused(f"{what} {path.name} has {info.st_size} bytes, over the limit of {limit}")
-    with path.open("rb") as handle:
+    with open_regular(path) as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise ImportRefused(f"{what} {path.name} grew past the limit of {limit} bytes while read")

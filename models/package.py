@@ -17,11 +17,12 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from models.checkpoint import NAME_PATTERN, CheckpointError, Manifest, save_imported, sha256_of
+from models.checkpoint import CheckpointError, Manifest, save_imported, sha256_of
 from models.config import InputSpec
 from models.imported import ImportedConfig
 from models.onnx_check import CheckedOnnx, ImportRefused, check_onnx
 from models.pt2_check import refuse_non_onnx
+from models.versions import is_model_name
 
 PROG = "python -m models.package"
 GRAPH_FILE = "model.onnx"
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _checked(args: argparse.Namespace) -> tuple[Manifest, dict[str, Path]]:
     """The manifest and the files to publish (version-directory name -> source), or ImportRefused."""
-    if not NAME_PATTERN.match(args.name):
+    if not is_model_name(args.name):
         raise ImportRefused(f"invalid model name {args.name!r}: use letters, digits, '_', '.', '-'")
     model_path: Path = args.model
     refuse_non_onnx(model_path)
@@ -81,7 +82,7 @@ def _checked(args: argparse.Namespace) -> tuple[Manifest, dict[str, Path]]:
         )
     sources = {GRAPH_FILE: model_path}
     if checked.data_file:
-        if not NAME_PATTERN.match(checked.data_file) or checked.data_file in {GRAPH_FILE, "manifest.json"}:
+        if not is_model_name(checked.data_file) or checked.data_file in {GRAPH_FILE, "manifest.json"}:
             raise ImportRefused(f"external-data file name {checked.data_file!r} cannot be published")
         sources[checked.data_file] = model_path.parent / checked.data_file
     return _manifest(args.name, checked, labels, features, sources, model_path.name), sources

@@ -16,6 +16,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+from models.files import open_regular
 from models.onnx_check import ImportRefused
 
 ONNX_INSTEAD = (
@@ -32,7 +33,7 @@ def refuse_non_onnx(path: Path) -> None:
     """Raise ImportRefused when the file's first bytes say it is a pickle or a zip archive (every PyTorch
     archive format), naming which; return for anything else, which the ONNX pre-check then parses."""
     try:
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:
             head = handle.read(4)
     except OSError as exc:
         raise ImportRefused(f"cannot read model file {path.name}: {exc.strerror}") from None

@@ -1,4 +1,4 @@
-"""Version names: torch-free, so the server's settings and CLI can parse them before torch is imported
+"""Model and version names: torch-free, so the server's settings and CLI can parse them before torch is imported
 (`--portable-numerics` must set its environment variables first)."""
 
 from __future__ import annotations
@@ -6,6 +6,14 @@ from __future__ import annotations
 import re
 
 VERSION_PATTERN = re.compile(r"[1-9][0-9]*", re.ASCII)
+# A model name (also the file names a version directory may hold). Matched whole with fullmatch, never
+# `^...$`: `$` also matches before a final "\n", so "nl2\n" would pass and then serve a model no URL reaches.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", re.ASCII)
+
+
+def is_model_name(text: str) -> bool:
+    """True for a valid model name (letters, digits, '_', '.', '-'; at most 128 characters, no newline)."""
+    return NAME_PATTERN.fullmatch(text) is not None
 
 
 def parse_version(text: str) -> int | None:

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
         8, ge=1, le=1024,
         description="Requests a connection may send ahead of its answers; past this the server stops reading it",
     )  # fmt: skip
+    load_timeout_s: float = Field(
+        600.0, gt=0, le=86_400, allow_inf_nan=False,
+        description="A model load (checks, self-test, calibration) not done within this long refuses the version",
+    )  # fmt: skip
     max_queue_delay_ms: float = Field(
         0.0, ge=0, le=10_000, allow_inf_nan=False,
         description="Wait up to this long to fill a chunk; 0 runs a lone request at once",

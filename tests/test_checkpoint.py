@@ -19,18 +19,9 @@ from torch import nn
 
 from models import checkpoint
 from models.architectures import build_model
-from models.checkpoint import (
-    NOT_A_VERSION,
-    CheckpointError,
-    IgnoredEntry,
-    Manifest,
-    list_model_names,
-    list_versions,
-    load_checkpoint,
-    save_checkpoint,
-    scan_versions,
-)
+from models.checkpoint import CheckpointError, Manifest, load_checkpoint, save_checkpoint
 from models.config import CNNConfig, InputSpec, MLPConfig
+from models.scan import NOT_A_VERSION, IgnoredEntry, list_model_names, list_versions, scan_versions
 from models.versions import parse_version
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +225,7 @@ def test_manifest_sha256_must_match(tmp_path: Path) -> None:
         ("drop_running_var", r"BatchNorm running statistics missing from the weights: \['blocks.1.running_var'\]"),
         ("drop_weight", r"weights missing from the checkpoint: \['head.weight'\]"),
         ("extra", r"unexpected weights in the checkpoint: \['extra.tensor'\]"),
-        ("shape", r"weight head.weight has shape \(3, 4\), expected \(3, 8\)"),
+        ("shape", r"shape mismatch: head.weight manifest \[3, 8\] weights \[3, 4\]"),
     ],
 )
 def test_loading_is_strict(tmp_path: Path, change: str, message: str) -> None:

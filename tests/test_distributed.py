@@ -25,8 +25,9 @@ from conftest import ROOT, start_server, stop_server
 from training_helpers import assert_one_line_error, manifest_json, weights
 
 from models.architectures import batchnorm_layers, build_model
-from models.checkpoint import list_versions, load_checkpoint
+from models.checkpoint import load_checkpoint
 from models.config import config_from_dict
+from models.scan import list_versions
 from training.cli import main
 from training.run import rank_seed
 

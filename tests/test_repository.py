@@ -23,7 +23,7 @@ from conftest import RunningServer, start_server, stop_server
 from repository_helpers import entry, index, states, until_state, wait_for, write_garbage_version
 from tritonclient.utils import InferenceServerException
 
-from models.checkpoint import NOT_A_VERSION
+from models.scan import NOT_A_VERSION
 from service.lifecycle.registry import ModelRegistry
 from service.observability.metrics import Metrics
 from service.settings import Settings

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from models.checkpoint import list_versions
+from models.scan import list_versions
 from training.study import DROPOUTS, NORMS, QUICK, WEIGHT_DECAYS, main
 
 

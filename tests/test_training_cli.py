@@ -24,11 +24,10 @@ from training_helpers import (
     write_csv,
 )
 
-from models import checkpoint
 from models.architectures import batchnorm_layers, build_model
-from models.checkpoint import list_versions, load_checkpoint
+from models.checkpoint import load_checkpoint
 from models.config import config_from_dict
-from training import options
+from models.scan import list_versions
 from training.cli import main
 from training.data import load_dataset, split_dataset, standardization_stats
 from training.loop import rank_batches
@@ -268,11 +267,6 @@ def test_bad_input_leaves_existing_versions_alone(repository: Path, capsys: pyte
     assert train(repository, "--name", "keep", "--data", str(repository / "none.csv")) == 2
     assert tree(repository) == before
     assert list_versions(repository, "keep") == [1]
-
-
-def test_name_rule_matches_the_checkpoint_module() -> None:
-    # training.options keeps its own copy so that flag errors need no torch import.
-    assert options.NAME_PATTERN.pattern == checkpoint.NAME_PATTERN.pattern
 
 
 def test_repository_that_is_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

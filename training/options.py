@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from models.config import ARCHITECTURES, NormKind
+from models.versions import is_model_name
 from training.errors import InputError
 
 Norm = NormKind
@@ -297,15 +298,10 @@ def _seed(value: int) -> int:
 
 def _name(value: str | None, data: str) -> str:
     name = value if value is not None else (data if data in BUILTIN_DATA else Path(data).stem)
-    if not NAME_PATTERN.match(name):
+    if not is_model_name(name):
         source = "--name" if value is not None else f"the default --name (from {data!r})"
         raise InputError(f"{source} {name!r} is not a valid model name: use letters, digits, '_', '.', '-'")
     return name
-
-
-# The same rule as models.checkpoint.NAME_PATTERN (a test keeps them equal); importing models would import
-# torch.
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def _repository(value: str) -> Path:

@@ -75,7 +75,8 @@ def _line(cells: tuple[str, ...], widths: list[int]) -> str:
 
 def version_dir_of(target: str) -> Path:
     """REPO/NAME/VERSION as given, or REPO/NAME's latest version; InputError naming what is missing."""
-    from models.checkpoint import MANIFEST_FILE, list_versions
+    from models.checkpoint import MANIFEST_FILE
+    from models.scan import list_versions
 
     path = Path(target)
     if (path / MANIFEST_FILE).is_file():

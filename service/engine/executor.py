@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from service.engine import trace_cache
 from service.engine.types import ChunkResult, Float32Array, Outputs
 
 log = logging.getLogger("invariant.executor")
@@ -160,13 +160,8 @@ class TracedCpuExecutor(EagerExecutor):
     kind = "traced-cpu"
 
     def _build_heads(self) -> nn.Module:
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                traced: torch.jit.ScriptModule = torch.jit.trace(  # type: ignore[no-untyped-call]
-                    Heads(self.model, self._torch_dtype), self._chunk, check_trace=False
-                )
-                return traced
+        try:  # one trace per model structure: each trace's graph stays in the process for good
+            return trace_cache.traced(Heads(self.model, self._torch_dtype), self._chunk)
         except Exception as exc:
             raise NotTraceable(repr(exc)) from exc
 

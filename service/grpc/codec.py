@@ -23,7 +23,7 @@ from service.grpc.messages import pb
 from service.protocols.binary import encode_tensor
 from service.protocols.v2 import ANY_OUTPUTS, INPUT_NAME, MAX_ID_CHARS, output_shape, output_values, outputs_of
 
-MAX_NAME_CHARS = 256  # model names are at most 128 characters (models/checkpoint.py NAME_PATTERN)
+MAX_NAME_CHARS = 256  # model names are at most 128 characters (models/versions.py NAME_PATTERN)
 MAX_VERSION_CHARS = 32
 # Parameters that would change what the data or the answer is: refused rather than ignored (never a wrong
 # answer). Any other request, input or output parameter is ignored, as over HTTP.

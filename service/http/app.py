@@ -18,9 +18,11 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from types import FrameType
+from typing import Any, Protocol
 
 from starlette.types import Receive, Scope, Send
 
@@ -121,7 +123,7 @@ class Lifespan:
         try:
             pin_numerics(self.settings.threads)
             self.receipts.start()
-            await self.registry.start()
+            await _interruptible(self.registry.start())
             for transport in self.transports:
                 await transport.start()
             self.collector.start()  # full collections off the request path (service/lifecycle/memory.py)
@@ -142,6 +144,33 @@ class Lifespan:
             logging.shutdown()
             os._exit(EXIT_COMPUTE_FAILED)
         await send({"type": "lifespan.shutdown.complete"})
+
+
+async def _interruptible(start: Coroutine[Any, Any, None]) -> None:
+    """Run start-up so that SIGTERM or SIGINT cancels it. Until the app is up, uvicorn only records a signal
+    (it waits for the lifespan first), so a slow or hung load would make the process ignore both. uvicorn's
+    handlers still run: the signal is recorded, and re-raised once the failed start-up returns."""
+    task = asyncio.ensure_future(start)
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        await task
+        return
+    loop = asyncio.get_running_loop()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def stop_starting(sig: int, frame: FrameType | None) -> None:
+        log.warning("signal %d during start-up: not waiting for the model loads", sig)
+        loop.call_soon_threadsafe(task.cancel)
+        handler = previous[signal.Signals(sig)]
+        if callable(handler):
+            handler(sig, frame)
+
+    for sig in previous:
+        signal.signal(sig, stop_starting)
+    try:
+        await task
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def request_restart(reason: str) -> None:

@@ -121,7 +121,7 @@ class Dispatcher:
         allowed: list[str] = []
         for template, pattern, route in self._patterns:
             if owner is None:
-                found = pattern.match(path)
+                found = pattern.fullmatch(path)  # `$` would also match before a final "\n"
                 if found is None:
                     continue
                 owner, params = template, found.groupdict()

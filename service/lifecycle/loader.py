@@ -9,6 +9,9 @@ are read refuse the version for now, and the registry retries it once the stamp 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -19,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from models import CheckpointError, IgnoredEntry, Manifest, list_model_dirs, load_checkpoint, scan_versions
-from models.checkpoint import NAME_PATTERN, read_manifest
+from models.checkpoint import read_manifest, sha256_of
 from models.imported import ImportedConfig
 from models.labels import LabelsError, read_labels
+from models.versions import is_model_name
 from service.engine.batcher import Batcher
 from service.engine.calibration import best_chunk_seconds, choose_placement
 from service.engine.executor_factory import build_executor
@@ -54,6 +58,7 @@ class ServedModel:
     environment: dict[str, Any]
     execution: dict[str, Any]  # the executor's describe(): kind, device, dtype, C
     numerics: NumericsFingerprint  # X-Numerics-Fingerprint
+    content: str = ""  # content_of(path) when it loaded: a changed stamp with the same content is no change
 
     @property
     def sha256(self) -> str:
@@ -83,6 +88,7 @@ class Verified:
     numerics: NumericsFingerprint
     forward_s: float  # the best of a few C-row forwards, measured after the self-test: decides placement
     shape: dict[str, Any]  # preferred C, chosen C (the executor's) and why
+    content: str  # content_of(path): what the files held when they were checked
 
 
 def stamp_of(path: Path) -> DirStamp:
@@ -99,17 +105,65 @@ def stamp_of(path: Path) -> DirStamp:
     return tuple(sorted(entries))
 
 
+def content_of(path: Path) -> str:
+    """sha256 over the name and sha256 of every regular file of the version directory (a FIFO or device
+    there gives a digest that matches nothing). Compared when only the stamp moved (`touch manifest.json`)."""
+    digest = hashlib.sha256()
+    for file_name, _, _ in stamp_of(path):
+        try:
+            file_sha = sha256_of(path / file_name)
+        except OSError as exc:
+            file_sha = f"unreadable: {exc.strerror}"
+        digest.update(f"{file_name}\0{file_sha}\n".encode())
+    return digest.hexdigest()
+
+
+async def verify_within(
+    name: str, version: int, path: Path, settings: Settings, metrics: Metrics, stamp: DirStamp
+) -> Verified | Refusal:
+    """verify_version on a daemon thread of its own, refused once it takes over `load_timeout_s`: a load
+    that hangs (a file system that never answers) neither holds up start-up or shutdown nor keeps the
+    process alive at exit. The thread is left to finish; its result is dropped."""
+    loop = asyncio.get_running_loop()
+    result: asyncio.Future[Verified | Refusal] = loop.create_future()
+
+    def settle(outcome: Verified | Refusal | None, error: BaseException | None) -> None:
+        if not result.done():
+            result.set_exception(error) if error is not None else result.set_result(outcome)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            outcome, error = verify_version(name, version, path, settings, metrics), None
+        except BaseException as exc:  # handed to the loop, raised there
+            outcome, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+            loop.call_soon_threadsafe(settle, outcome, error)
+
+    threading.Thread(target=run, name=f"load {name}/{version}", daemon=True).start()
+    try:
+        return await asyncio.wait_for(result, settings.load_timeout_s)
+    except TimeoutError:
+        reason = f"load did not finish within --load-timeout-s {settings.load_timeout_s:g} s"
+        log.error("model %s version %d REFUSED: %s", name, version, reason)
+        return Refusal(reason, stamp)
+
+
 def verify_version(name: str, version: int, path: Path, settings: Settings, metrics: Metrics) -> Verified | Refusal:
     before = stamp_of(path)
     started = time.perf_counter()
-    with _LOAD_LOCK:
-        try:
-            checked: _Checked | Refusal = _check(name, version, path, settings, metrics)
-        except (CheckpointError, ModelRefused) as exc:
-            checked = Refusal(_without_paths(str(exc), path, name, version), before)
-        except Exception as exc:  # an unexpected failure refuses this version, never the server
-            log.exception("loading %s failed", path)
-            checked = Refusal(_without_paths(f"internal error while loading: {exc!r}", path, name, version), before)
+    if not _LOAD_LOCK.acquire(timeout=settings.load_timeout_s):  # a hung load holds it: refuse, never queue
+        return Refusal(f"another load held the loader for over {settings.load_timeout_s:g} s", before)
+    content = ""
+    try:
+        checked: _Checked | Refusal = _check(name, version, path, settings, metrics)
+        content = content_of(path) if isinstance(checked, _Checked) else ""
+    except (CheckpointError, ModelRefused) as exc:
+        checked = Refusal(_without_paths(str(exc), path, name, version), before)
+    except Exception as exc:  # an unexpected failure refuses this version, never the server
+        log.exception("loading %s failed", path)
+        checked = Refusal(_without_paths(f"internal error while loading: {exc!r}", path, name, version), before)
+    finally:
+        _LOAD_LOCK.release()
     if isinstance(checked, _Checked) and stamp_of(path) != before:
         checked = Refusal("files changed while they were read; retried when they change again", before)
     _record(metrics, name, version, checked, time.perf_counter() - started)
@@ -117,7 +171,7 @@ def verify_version(name: str, version: int, path: Path, settings: Settings, metr
         return checked
     return Verified(
         name, version, path, before, checked.manifest, checked.executor, checked.self_test, checked.environment,
-        checked.numerics, best_chunk_seconds(checked.executor), checked.shape,
+        checked.numerics, best_chunk_seconds(checked.executor), checked.shape, content,
     )  # fmt: skip
 
 
@@ -147,7 +201,7 @@ def start_serving(
     }
     return ServedModel(
         verified.name, verified.version, verified.path, verified.stamp, verified.manifest, batcher,
-        verified.self_test, verified.environment, execution, verified.numerics,
+        verified.self_test, verified.environment, execution, verified.numerics, verified.content,
     )  # fmt: skip
 
 
@@ -238,7 +292,7 @@ EMPTY_MODEL_DIR = ModelDir({}, ())
 
 
 def scan_model(repository: Path, name: str) -> ModelDir:
-    if not NAME_PATTERN.match(name):
+    if not is_model_name(name):
         return EMPTY_MODEL_DIR
     versions, ignored = scan_versions(repository, name)
     stamps = {number: stamp_of(path) for number, path in versions.items()}

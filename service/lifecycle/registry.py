@@ -16,9 +16,9 @@ from dataclasses import replace
 from typing import Any
 
 from models import parse_version
-from models.labels import LABELS_FILE, STABLE
+from models.labels import LABELS_FILE
 from service.engine.types import Executor
-from service.errors import BadRequest, NotFound
+from service.errors import BadRequest
 from service.lifecycle.labels import LabelBook
 from service.lifecycle.loader import (
     EMPTY_MODEL_DIR,
@@ -27,10 +27,11 @@ from service.lifecycle.loader import (
     Refusal,
     ServedModel,
     Verified,
+    content_of,
     scan_model,
     scan_repository,
     start_serving,
-    verify_version,
+    verify_within,
 )
 from service.lifecycle.memory import freeze_survivors, release_memory
 from service.lifecycle.snapshot import IndexEntry, Key, NotServing, Snapshot, State
@@ -80,55 +81,20 @@ class ModelRegistry:
     # --- the request path: one read of the current snapshot -------------------------------------------
 
     def names(self) -> list[str]:
-        snapshot = self._snapshot
-        return sorted({*snapshot.serving, *snapshot.unserved})
+        return self._snapshot.names()
 
     def has(self, name: str) -> bool:
-        return name in self._snapshot.serving or name in self._snapshot.unserved
+        return self._snapshot.has(name)
 
     def versions(self, name: str) -> list[int]:
-        snapshot = self._snapshot
-        return sorted({*snapshot.serving.get(name, {}), *snapshot.unserved.get(name, {})})
+        return self._snapshot.versions(name)
 
     def any_ready(self) -> bool:
         return bool(self._snapshot.latest)
 
     def find(self, name: str, version: str | None = None, label: str | None = None) -> ServedModel | NotServing:
-        """The named version, the labelled one, or the one unversioned traffic gets (labels.py: `stable`, else
-        the highest that serves; else the highest known); NotFound if unknown."""
-        snapshot = self._snapshot
-        if label is not None:
-            return self._labelled(snapshot, name, label)
-        if version is None:
-            served = snapshot.latest.get(name)
-            if served is not None:
-                return served
-            if STABLE in snapshot.labels.get(name, {}):
-                return self._labelled(snapshot, name, STABLE)
-            unserved = snapshot.unserved.get(name)
-            if not unserved:
-                raise NotFound(f"unknown model {name!r}; available: {self.names()}")
-            return unserved[max(unserved)]
-        number = parse_version(version)
-        if number is not None:
-            found = snapshot.serving.get(name, {}).get(number) or snapshot.unserved.get(name, {}).get(number)
-            if found is not None:
-                return found
-        if not self.has(name):
-            raise NotFound(f"unknown model {name!r}; available: {self.names()}")
-        raise NotFound(f"model {name!r} has no version {version!r}; available: {self.versions(name)}")
-
-    def _labelled(self, snapshot: Snapshot, name: str, label: str) -> ServedModel | NotServing:
-        if not self.has(name):
-            raise NotFound(f"unknown model {name!r}; available: {self.names()}")
-        labels = snapshot.labels.get(name, {})
-        number = labels.get(label)
-        if number is None:
-            raise NotFound(f"model {name!r} has no label {label!r}; labels: {sorted(labels)}")
-        found = snapshot.serving.get(name, {}).get(number) or snapshot.unserved.get(name, {}).get(number)
-        if found is None:
-            raise NotFound(f"label {label!r} of model {name!r} names version {number}, which is not in the repository")
-        return found
+        """The named version, the labelled one, or the one unversioned traffic gets (Snapshot.find)."""
+        return self._snapshot.find(name, version, label)
 
     def labels_of(self, name: str) -> dict[str, int]:
         return dict(self._snapshot.labels.get(name, {}))
@@ -272,8 +238,11 @@ class ModelRegistry:
         def on_failure(reason: str) -> None:  # called on the compute thread; state changes on the loop
             loop.call_soon_threadsafe(self._compute_failed, key, reason)
 
+        stamp = self._disk.get(name, EMPTY_MODEL_DIR).versions.get(version, ())
         try:
-            verified = await asyncio.to_thread(verify_version, name, version, path, self.settings, self.metrics)
+            if await self._unchanged(key, stamp):
+                return
+            verified = await verify_within(name, version, path, self.settings, self.metrics, stamp)
         finally:
             del self._loading[key]
         serve = isinstance(verified, Verified) and not (self._closing or name in self._unloaded)
@@ -283,6 +252,20 @@ class ModelRegistry:
         self._publish()
         if serve:
             await asyncio.to_thread(freeze_survivors)
+
+    async def _unchanged(self, key: Key, stamp: DirStamp) -> bool:
+        """A serving version whose stamp moved but whose files hold what it loaded (`touch manifest.json`):
+        keep the loaded copy under the new stamp instead of reloading it."""
+        served = self._serving.get(key)
+        if served is None or not served.content or served.stamp == stamp:
+            return False
+        if await asyncio.to_thread(content_of, served.path) != served.content:
+            return False
+        if self._serving.get(key) is served:
+            self._serving[key] = replace(served, stamp=stamp)
+            self._publish()
+        log.info("model %s version %d: files touched, content unchanged; not reloaded", *key)
+        return True
 
     def _record_outcome(self, key: Key, result: ServedModel | Refusal) -> None:
         if isinstance(result, ServedModel):
