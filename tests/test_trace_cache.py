@@ -53,3 +53,28 @@ def test_another_structure_or_chunk_gets_its_own_trace() -> None:
     traced = TracedCpuExecutor(model, (1, 6, 6), 3, chunk_rows=4)
     assert traced.run(rows).bitwise_equal(EagerExecutor(model, (1, 6, 6), 3, chunk_rows=4).run(rows))
     assert before < after_chunk < _global_functions()
+
+
+class ScaledByConstant(nn.Module):
+    """Its scale is a plain tensor attribute, not a buffer: a trace bakes it in as a constant, which the
+    structure key (state_dict names and shapes) cannot see."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.linear = nn.Linear(12, 5)
+        self.scale = torch.tensor(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * self.scale
+
+
+def test_a_copy_that_would_compute_another_models_constant_is_traced_afresh() -> None:
+    rows = np.random.default_rng(1).standard_normal((6, 12)).astype(np.float32)
+    answers = []
+    for scale in (1.0, 3.0):  # same structure key, different baked-in constant
+        torch.manual_seed(0)
+        model = ScaledByConstant(scale).eval().requires_grad_(False)
+        traced = TracedCpuExecutor(model, (12,), 5, chunk_rows=8).run(rows)
+        assert traced.bitwise_equal(EagerExecutor(model, (12,), 5, chunk_rows=8).run(rows))
+        answers.append(traced.logits.tobytes())
+    assert answers[0] != answers[1]

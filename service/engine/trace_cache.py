@@ -12,6 +12,7 @@ checks the resulting executor's bits before a model serves.
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 import warnings
 from collections import OrderedDict
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+log = logging.getLogger("invariant.executor")
 MAX_TEMPLATES = 64  # distinct structures (architecture, widths, C, dtype) kept; each costs its graph only
 _templates: OrderedDict[str, torch.jit.ScriptModule] = OrderedDict()
 _lock = threading.Lock()
@@ -38,7 +40,22 @@ def traced(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
         _templates.move_to_end(key)
         result: torch.jit.ScriptModule = copy.deepcopy(template)
     _point_at(result, module.state_dict(keep_vars=True))
+    if not _agrees(result, module, example):  # a key that missed something the graph depends on
+        log.warning("the cached trace of %s disagreed with the model itself: traced afresh", type(module).__name__)
+        return _trace(module, example)
     return result
+
+
+def _agrees(script: torch.jit.ScriptModule, module: nn.Module, example: torch.Tensor) -> bool:
+    """The copy answers seeded rows of `example`'s shape with the model's own bits: the self-test checks
+    that rows do not depend on each other, not that the copy computes this model, so it is checked here."""
+    rows = torch.randn(example.shape, generator=torch.Generator().manual_seed(0)).to(example.dtype) * 3
+    with torch.no_grad():
+        ours, theirs = script(rows), module(rows)
+    pairs = zip(ours, theirs, strict=True) if isinstance(ours, tuple) else [(ours, theirs)]
+    return all(
+        a.shape == b.shape and torch.equal(_bytes(a), _bytes(b)) for a, b in pairs
+    )
 
 
 def _trace(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
@@ -83,3 +100,7 @@ def _point_at(script: torch.jit.ScriptModule, tensors: dict[str, Any]) -> None:
         for part in path:
             owner = getattr(owner, part)
         owner._c.setattr(leaf, tensor)
+
+
+def _bytes(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().contiguous().view(-1).view(torch.uint8)
