@@ -53,9 +53,7 @@ def _agrees(script: torch.jit.ScriptModule, module: nn.Module, example: torch.Te
     with torch.no_grad():
         ours, theirs = script(rows), module(rows)
     pairs = zip(ours, theirs, strict=True) if isinstance(ours, tuple) else [(ours, theirs)]
-    return all(
-        a.shape == b.shape and torch.equal(_bytes(a), _bytes(b)) for a, b in pairs
-    )
+    return all(a.shape == b.shape and torch.equal(_bytes(a), _bytes(b)) for a, b in pairs)
 
 
 def _trace(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
