@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -69,6 +70,19 @@ def write_keys(path: Path, text: str) -> Path:
     path.write_text(text)
     path.chmod(0o600)
     return path
+
+
+def connect(server: RunningServer, timeout_s: float = 10.0) -> socket.socket:
+    """A raw TCP connection to the server, for what httpx will not send."""
+    url = urlparse(server.url)
+    return socket.create_connection((url.hostname, url.port), timeout=timeout_s)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    received = b""
+    while part := sock.recv(65536):
+        received += part
+    return received
 
 
 def free_port() -> int:

@@ -13,13 +13,12 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterator
-from urllib.parse import urlparse
 
 import orjson
 import pytest
 import uvicorn
 from bad_input_helpers import Probe
-from conftest import free_port
+from conftest import connect, free_port, read_until_closed
 from starlette.types import Receive, Scope, Send
 from waiting import wait_until
 
@@ -28,18 +27,6 @@ from service.settings import Settings
 
 DEFAULTS = Settings()
 LIVE = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-def _connect(probe: Probe) -> socket.socket:
-    url = urlparse(probe.server.url)
-    return socket.create_connection((url.hostname, url.port), timeout=15)
-
-
-def _read_until_closed(sock: socket.socket) -> bytes:
-    received = b""
-    while part := sock.recv(65536):
-        received += part
-    return received
 
 
 def _assert_431(answer: bytes, reason: str) -> None:
@@ -54,18 +41,18 @@ def test_a_header_value_that_never_ends_is_431_at_the_byte_bound(probe: Probe) -
     the connection was only closed by the read timeout, with no answer, after the server had buffered it all.
     (A client that goes on sending after the 431 gets a reset instead: the server reads nothing more.)"""
     value = b"v" * (DEFAULTS.max_header_bytes + FEED_SLICE_BYTES)  # no end of line: the value never ends
-    with _connect(probe) as sock:
+    with connect(probe.server, 15) as sock:
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + value)
-        answer = _read_until_closed(sock)
+        answer = read_until_closed(sock)
     _assert_431(answer, f"request head over {DEFAULTS.max_header_bytes} bytes")
     probe.expect_serving()
 
 
 def test_more_header_fields_than_the_bound_is_431(probe: Probe) -> None:
     fields = b"".join(b"a%d: b\r\n" % index for index in range(DEFAULTS.max_header_fields))  # + Host: one over
-    with _connect(probe) as sock:
+    with connect(probe.server, 15) as sock:
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
-        answer = _read_until_closed(sock)
+        answer = read_until_closed(sock)
     _assert_431(answer, f"more than {DEFAULTS.max_header_fields} header fields")
     probe.expect_serving()
 
@@ -73,18 +60,18 @@ def test_more_header_fields_than_the_bound_is_431(probe: Probe) -> None:
 def test_a_head_at_both_bounds_is_served(probe: Probe) -> None:
     fields = b"".join(b"a%d: b\r\n" % index for index in range(DEFAULTS.max_header_fields - 3))  # + 3 below
     padding = b"X-Pad: " + b"p" * (DEFAULTS.max_header_bytes - 2 * FEED_SLICE_BYTES - len(fields)) + b"\r\n"
-    with _connect(probe) as sock:
+    with connect(probe.server, 15) as sock:
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + fields + padding + b"Connection: close\r\n\r\n")
-        answer = _read_until_closed(sock)
+        answer = read_until_closed(sock)
     assert answer.split(b"\r\n")[0] == b"HTTP/1.1 200 OK"
 
 
 def test_many_pipelined_requests_are_all_answered_in_order(probe: Probe) -> None:
     """Holding bytes back while the queue is full loses nothing: 3,000 requests in one write, 3,000 answers."""
     count = 3000
-    with _connect(probe) as sock:
+    with connect(probe.server, 15) as sock:
         sock.sendall(LIVE * (count - 1) + LIVE.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
-        answers = _read_until_closed(sock)
+        answers = read_until_closed(sock)
     assert answers.count(b"HTTP/1.1 200 OK\r\n") == count
     assert answers.count(b"HTTP/1.1 ") == count
 
@@ -148,7 +135,7 @@ def test_a_chunked_trailer_never_joins_the_headers(inside_server: uvicorn.Server
     )
     with socket.create_connection(("127.0.0.1", inside_server.config.port), timeout=15) as sock:
         sock.sendall(request)  # one segment: the whole request is parsed before the app runs
-        answer = _read_until_closed(sock)
+        answer = read_until_closed(sock)
     assert orjson.loads(answer.partition(b"\r\n\r\n")[2]) == ["host", "transfer-encoding", "trailer", "connection"]
 
 

@@ -18,25 +18,13 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from conftest import RunningServer, start_server, stop_server
+from conftest import RunningServer, connect, read_until_closed, start_server, stop_server
 from gated_service import Gate
 from waiting import wait_until
 
 from service.observability.metrics import workers_of
 
 ROW = [0.25 * i - 2.0 for i in range(16)]
-
-
-def connect(server: RunningServer) -> socket.socket:
-    url = urlparse(server.url)
-    return socket.create_connection((url.hostname, url.port), timeout=10)
-
-
-def read_until_closed(sock: socket.socket) -> bytes:
-    received = b""
-    while part := sock.recv(65536):
-        received += part
-    return received
 
 
 @pytest.fixture(scope="module")

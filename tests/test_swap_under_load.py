@@ -8,7 +8,7 @@ answers. Each step waits on a condition, never a sleep.
 
 from __future__ import annotations
 
-import os
+import json
 import shutil
 from pathlib import Path
 
@@ -46,8 +46,10 @@ def test_versions_swap_under_load_with_no_failed_request(tmp_path: Path) -> None
             shutil.rmtree(repository / "tiny" / "1")
             wait_for("v1 to be unloaded", until_state(http, "tiny", "1", None))
 
-            # v2's files touched in place: reloaded, and the new copy replaces the old one under load.
-            os.utime(repository / "tiny" / "2" / "manifest.json")
+            # v2's manifest rewritten in place (same meaning, other bytes): reloaded, and the new copy replaces
+            # the old one under load. (A touch alone, no content changed, reloads nothing: test_loader_io.py.)
+            manifest = repository / "tiny" / "2" / "manifest.json"
+            manifest.write_text(json.dumps(json.loads(manifest.read_text()), indent=1))
             wait_for("v2 to be reloaded", lambda: server.log().count("model tiny version 2 ready") == 2 or None)
             after = clients.count("2")
             wait_for("more answers from v2", lambda: clients.count("2") >= after + 10 or None)
