@@ -16,9 +16,8 @@ from typing import Any
 import httpx
 import pytest
 from bad_input_helpers import ROW
-from conftest import RunningServer, start_server, stop_server, write_keys
+from conftest import RunningServer, connect, read_until_closed, start_server, stop_server, write_keys
 from test_auth import BODIES as AUTH_BODIES
-from test_faults import connect, read_until_closed
 
 from service.http.app import create_app
 from service.settings import Settings
