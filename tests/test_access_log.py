@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import RunningServer, start_server, stop_server, write_keys
+from waiting import wait_until
 
 from service.observability.logs import request_id_of
 
@@ -68,11 +69,17 @@ def test_every_request_gets_one_json_access_line_with_no_key_path_or_input(json_
     assert generated.json()["id"] == generated.headers["X-Request-Id"]
     assert len(generated.headers["X-Request-Id"]) == 16
 
-    lines = json_server.log().splitlines()
-    parsed = [json.loads(line) for line in lines]  # every line, uvicorn's too, is one JSON object
+    # Access lines are written once per event-loop turn, after the answers of that turn went out: the last
+    # line may land a moment after the last answer.
+    def logged() -> tuple[list[str], list[Any], list[Any], list[Any]] | None:
+        lines = json_server.log().splitlines()
+        parsed = [json.loads(line) for line in lines]  # every line, uvicorn's too, is one JSON object
+        access = [line for line in parsed if line["logger"] == "invariant.access"]
+        inference = [line for line in access if line["route"] != "/v2/health/ready"]  # the readiness polls
+        return (lines, parsed, access, inference) if len(inference) >= len(plan) + 1 else None
+
+    lines, parsed, access, inference = wait_until("every request's access line", logged, timeout_s=30)
     assert any(line["logger"].startswith("uvicorn") for line in parsed)
-    access = [line for line in parsed if line["logger"] == "invariant.access"]
-    inference = [line for line in access if line["route"] != "/v2/health/ready"]  # the fixture's readiness polls
     assert len(inference) == len(plan) + 1
     by_id = {line["request_id"]: line for line in inference}
     assert by_id["load-3"] | {"duration_ms": 0, "queue_ms": 0, "compute_ms": 0} == {
