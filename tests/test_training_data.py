@@ -185,3 +185,13 @@ def test_ranks_together_see_the_single_process_global_batches(world_size: int) -
         together = torch.cat([batches[step] for batches in per_rank])
         assert sorted(together.tolist()) == sorted(global_batch.tolist())
     assert not torch.equal(single[0], rank_batches(384, 96, seed=7, epoch=4)[0])  # a new shuffle each epoch
+
+
+def test_csv_non_utf8_deep_in_a_text_column_names_the_file_offset(tmp_path: Path) -> None:
+    # The parser's own error gives the place inside one cell ("byte 3"); the message gives the file's.
+    rows = b"1,x\n" * 5000
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"a,label\n" + rows + b"2,caf\xe9\n")
+    offset = len(b"a,label\n" + rows + b"2,caf")
+    with pytest.raises(InputError, match=rf"is not UTF-8 text \(byte {offset}: invalid continuation byte\)$"):
+        load_dataset(str(latin), "mlp")

@@ -14,6 +14,8 @@ from models.preprocess import FLOAT32_MAX, NA_SPELLINGS
 from training.csv_sniff import CsvFormat
 from training.errors import InputError
 
+_NA = frozenset(NA_SPELLINGS)
+
 _MAX_SHOWN = 3  # lines shown per problem
 _MAX_LISTED_PROBLEMS = 8  # (column, kind) pairs spelled out; the rest are summed
 
@@ -137,9 +139,12 @@ def _stripped(column: pd.Series) -> pd.Series:
     """Text cells stripped, with blank and NA-spelled ones as missing (NaN)."""
     if pd.api.types.is_numeric_dtype(column):
         return column
-    stripped = column.astype(object).where(column.notna(), None)
-    stripped = stripped.map(lambda cell: None if cell is None else str(cell).strip())
-    return stripped.where(~stripped.isin(NA_SPELLINGS) & stripped.notna(), np.nan)
+    # Stripped once per distinct value, not per cell: a 200,000-row label column has a handful of values
+    # (cell by cell, .map took 0.15 s of a 0.8 s load).
+    codes, uniques = pd.factorize(column.astype(object), use_na_sentinel=True)  # (N,) -1 where missing
+    cleaned = [str(cell).strip() for cell in uniques]
+    distinct = np.array([np.nan if cell in _NA else cell for cell in cleaned] + [np.nan], dtype=object)
+    return pd.Series(distinct[codes], index=column.index, dtype=object)  # code -1 picks the trailing NaN
 
 
 def _as_text(cells: pd.Series) -> np.ndarray:
