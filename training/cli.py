@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     optim.add_argument("--seed", type=int, metavar="N", default=0, help="(default: 0)")
     optim.add_argument(
+        "--loss",
+        dest="loss_function",
+        choices=["mse", "huber"],
+        help="regression only: mse, or huber (delta 1.0 on the standardized target: quadratic within one "
+        "training-split std of the target, linear beyond, so outliers pull less) (default: mse)",
+    )
+    optim.add_argument(
         "--keep",
         choices=["best", "last"],
         default="last",

@@ -24,9 +24,12 @@ TRAIN_THREADS = 1
 EVAL_BATCH = 512  # validation rows per forward; eval mode, so the batch only affects speed
 
 
+HUBER_DELTA = 1.0  # in standardized-target units: one training-split std of the target
+_TARGET = "of the standardized target ((y - mean) / std, training-split statistics), mean over the batch"
 LOSS_DESCRIPTION = {
-    "classification": "cross_entropy, mean over the batch",
-    "regression": "mse of the standardized target ((y - mean) / std, training-split statistics), mean over the batch",
+    ("classification", "mse"): "cross_entropy, mean over the batch",
+    ("regression", "mse"): f"mse {_TARGET}",
+    ("regression", "huber"): f"huber (delta {HUBER_DELTA}) {_TARGET}",
 }
 
 
@@ -56,30 +59,38 @@ class EpochMetrics:
 
 @dataclass(frozen=True)
 class Objective:
-    """What is trained: classes (cross-entropy) or a standardized target (MSE; mean and std of the training
-    split's targets, stored in the manifest so a server returns output * std + mean)."""
+    """What is trained: classes (cross-entropy) or a standardized target (MSE or Huber; mean and std of the
+    training split's targets, stored in the manifest so a server returns output * std + mean)."""
 
     task: str = "classification"
     mean: float = 0.0
     std: float = 1.0
+    loss_function: str = "mse"  # regression: "mse" or "huber" (delta HUBER_DELTA)
 
     @classmethod
-    def for_split(cls, split: Split) -> Objective:
+    def for_split(cls, split: Split, loss_function: str = "mse") -> Objective:
         if split.train.task != "regression":
             return cls()
         targets = split.train.labels.to(torch.float64)  # (N,)
         std = float(targets.std(unbiased=False))
-        return cls("regression", float(targets.mean()), std if std > 0 else 1.0)
+        return cls("regression", float(targets.mean()), std if std > 0 else 1.0, loss_function)
 
     def loss(self, outputs: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """outputs (B, K), y (B,) -> the loss."""
         if self.task == "regression":
             scaled = (y - self.mean) / self.std  # (B,) float32
+            if self.loss_function == "huber":
+                return nn.functional.huber_loss(outputs[:, 0], scaled, reduction=reduction, delta=HUBER_DELTA)
             return nn.functional.mse_loss(outputs[:, 0], scaled, reduction=reduction)
         return nn.functional.cross_entropy(outputs, y, reduction=reduction)
 
-    def correct(self, outputs: torch.Tensor, y: torch.Tensor) -> int:
-        return 0 if self.task == "regression" else int((outputs.argmax(dim=1) == y).sum())
+    def tally(self, outputs: torch.Tensor, y: torch.Tensor) -> float:
+        """Per batch, summed over the epoch: rows classified right, or (regression) the squared error of the
+        standardized target, whatever the loss (train R^2 = 1 - its mean; the Huber loss is not the MSE)."""
+        if self.task == "regression":
+            scaled = (y - self.mean) / self.std  # (B,)
+            return float(((outputs.detach()[:, 0] - scaled) ** 2).sum())
+        return int((outputs.argmax(dim=1) == y).sum())
 
 
 CLASSIFICATION = Objective()
@@ -167,13 +178,14 @@ def train_epoch(
     data: Dataset,
     bar: tqdm,
     objective: Objective = CLASSIFICATION,
-) -> tuple[float, int, int]:
-    """One pass of this rank's batches in training mode; returns (loss sum, correct, rows) over its rows.
+) -> tuple[float, float, int]:
+    """One pass of this rank's batches in training mode; returns (loss sum, tally, rows) over its rows
+    (tally: rows classified right, or for regression the summed squared error, Objective.tally).
 
     `trained` is the model, or its DistributedDataParallel wrapper (which averages gradients over ranks).
     """
     trained.train()
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum, correct, seen = 0.0, 0.0, 0
     for rows in batches:
         x, y = data.features[rows], data.labels[rows]  # (B, *input_shape), (B,)
         logits = trained(x)  # (B, num_classes)
@@ -185,7 +197,7 @@ def train_epoch(
         if not math.isfinite(value):
             raise TrainingFailed(f"training diverged: the loss became {value} (try a smaller --lr)")
         loss_sum += value * len(rows)
-        correct += objective.correct(logits, y)
+        correct += objective.tally(logits, y)
         seen += len(rows)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
@@ -316,6 +328,8 @@ def fit(
                     list(map(float, train_epoch(trained, optimizer, batches, split.train, bar, objective)))
                 )
                 train_loss, train_accuracy = loss_sum / seen, correct / seen
+                if objective.task == "regression":
+                    train_accuracy = 1.0 - train_accuracy  # mean squared error -> R^2
                 val = _validate(model, split.val, objective, world)
                 bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val[0]:.4f}", val=f"{val[1]:.4f}")
         except KeyboardInterrupt:
@@ -323,8 +337,8 @@ def fit(
                 print(file=sys.stderr)
             raise
         seconds = time.perf_counter() - started
-        if objective.task == "regression":  # R^2 of the standardized training target: 1 - MSE
-            metrics = EpochMetrics(epoch, train_loss, 1.0 - train_loss, val[0], val[1], seconds, val[2], val[3])
+        if objective.task == "regression":  # R^2 of the standardized training target: 1 - its MSE
+            metrics = EpochMetrics(epoch, train_loss, train_accuracy, val[0], val[1], seconds, val[2], val[3])
         else:
             metrics = EpochMetrics(epoch, train_loss, train_accuracy, val[0], val[1], seconds)
         history.append(metrics)

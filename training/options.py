@@ -23,6 +23,7 @@ OptimizerName = Literal["sgd", "adamw"]
 KeepPolicy = Literal["best", "last"]
 MissingName = Literal["refuse", "mean", "median", "constant"]
 TaskName = Literal["classification", "regression"]
+LossName = Literal["mse", "huber"]
 DEFAULT_MAX_CATEGORIES = 100
 HARD_MAX_CATEGORIES = 1000  # models.preprocess.MAX_CATEGORIES, what a manifest may hold
 DEFAULT_MAX_DATA_MB = 4096
@@ -78,6 +79,7 @@ class TrainOptions:
     max_categories: int = DEFAULT_MAX_CATEGORIES
     max_data_mb: int = DEFAULT_MAX_DATA_MB
     task: TaskName | None = None
+    loss_function: LossName = "mse"  # regression only (checked once the task is known, training/run.py)
     promote_if_better: str | None = None  # a key of training.gate.GATE_METRICS: label the new version stable if so
 
     def to_json(self) -> dict[str, Any]:
@@ -143,6 +145,8 @@ def _csv_options(raw: dict[str, Any], data: str) -> dict[str, Any]:
     """The CSV flags, checked; each is refused with built-in data, where it would do nothing."""
     if data in BUILTIN_DATA:
         given = next((name for name in _CSV_FLAGS if raw.get(name) is not None), None)
+        if raw.get("loss_function") == "huber":
+            given = given or "loss huber"
         if given is not None or raw.get("task") == "regression":
             flag = "--" + (given or "task regression").replace("_", "-")
             raise InputError(f"{flag} applies only to CSV data, not --data {data}")
@@ -160,6 +164,7 @@ def _csv_options(raw: dict[str, Any], data: str) -> dict[str, Any]:
         "max_categories": _max_categories(raw.get("max_categories")),
         "max_data_mb": _int_at_least("--max-data-mb", raw.get("max_data_mb") or DEFAULT_MAX_DATA_MB, 1),
         "task": raw.get("task"),
+        "loss_function": raw.get("loss_function") or "mse",
     }
 
 

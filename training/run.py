@@ -56,6 +56,8 @@ def run_training(options: TrainOptions, progress: bool = True) -> RunResult | No
     dataset = load_dataset(options.data, options.arch, options.label_column, table_settings(options, progress))
     if progress and dataset.task_reason:
         print(f"task: {dataset.task} ({dataset.task_reason}; --task sets it)", file=sys.stderr)
+    if options.loss_function != "mse" and dataset.task != "regression":
+        raise InputError(f"--loss {options.loss_function} applies only to regression; this is {dataset.task}")
     source = data_source(options.data, dataset)
     config = architecture(options, dataset)
     # Before training: an unwritable or full repository is found now, not after the last epoch.
@@ -70,7 +72,7 @@ def run_training(options: TrainOptions, progress: bool = True) -> RunResult | No
         split = split_dataset(dataset, options.val_fraction, generator)
         check_rows_per_rank(options, len(split.train))
         preprocessing = fit_preprocessing(dataset, split, options.fill_value)
-        objective = Objective.for_split(split)
+        objective = Objective.for_split(split, options.loss_function)
         model = build_model(config)
         load_standardization(model, split.train.features)
         if options.sync_bn:
@@ -224,7 +226,7 @@ def training_record(options: TrainOptions, source: dict[str, str], split: Split)
         val_rows=len(split.val),
         weight_decay_kind=WEIGHT_DECAY_KIND[options.optimizer],
         weight_decay_applies_to="weights with 2+ dims (Linear matrices, conv kernels); not biases or norms",
-        loss=LOSS_DESCRIPTION[split.train.task],
+        loss=LOSS_DESCRIPTION[split.train.task, options.loss_function],
         task=split.train.task,
         standardization=ARCHITECTURES[options.arch].standardization,
         threads=TRAIN_THREADS,
