@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from models.checkpoint import read_manifest
 from models.scan import list_versions
 from training.study import DROPOUTS, NORMS, QUICK, WEIGHT_DECAYS, main
+from training.study_regression import REGRESSION_GRID
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +61,23 @@ def test_layernorm_row_norms_are_flat_and_the_executor_has_no_batch_dependence(s
     assert int(minibatch[1]) > 0
     assert (int(minibatch[3]), int(minibatch[4])) == (0, 0)
     assert QUICK.batch_sizes == (2, 8, 64)
+
+
+def test_regression_section_has_a_row_per_run_and_the_ridge_baseline(study: tuple[Path, str]) -> None:
+    out, report = study
+    assert "## Regression: norm and loss on diabetes" in report
+    assert "| model | norm | loss | train R^2 | val R^2 | val MAE | val RMSE |" in report
+    rows = re.findall(
+        r"^\| MLP \| (\w+) \| (\w+) \| ([-0-9.]+) \| ([-0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \|$", report, re.M
+    )
+    assert [(norm, loss) for norm, loss, *_ in rows] == list(REGRESSION_GRID)
+    for *_, mae, rmse in rows:
+        assert 0 < float(mae) <= float(rmse)  # RMSE >= MAE for any errors
+    ridge = re.search(r"^\| Ridge \(alpha 1.0, baseline\) \| \| squared \| ([-0-9.]+) \| ([-0-9.]+) \|", report, re.M)
+    assert ridge is not None
+    assert 0.3 < float(ridge[2]) < 0.7  # a linear model explains about half of diabetes' variance
+    assert (out / "data" / "diabetes.csv").read_text().splitlines()[0] == "age,sex,bmi,bp,s1,s2,s3,s4,s5,s6,target"
+    for norm, loss in REGRESSION_GRID:
+        manifest = read_manifest(out / "runs" / f"diabetes-{norm}-{loss}" / "1")
+        assert (manifest.task, manifest.training["loss_function"]) == ("regression", loss)
+        assert manifest.target is not None and manifest.target.name == "target"

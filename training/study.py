@@ -16,6 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.study_figures import norms_figure, regularization_figure
+from training.study_regression import (
+    REGRESSION_GRID,
+    regression_table,
+    ridge_baseline,
+    train_regression_run,
+    write_diabetes,
+)
 from training.study_runs import (
     MinibatchCounts,
     NormSpread,
@@ -78,6 +85,11 @@ def run_study(out: Path, scale: Scale, seed: int) -> list[Claim]:
         for decay in WEIGHT_DECAYS
         for dropout in DROPOUTS
     }
+    diabetes = write_diabetes(out / "data" / "diabetes.csv")
+    regression_runs = [
+        train_regression_run(repository, diabetes, norm, loss, common, seed) for norm, loss in REGRESSION_GRID
+    ]
+    ridge = ridge_baseline(diabetes, seed)
     counts = minibatch_dependence(norm_runs["digits", "batch"], scale.batch_sizes, chunk_rows=32)
     (out / "norms.png").write_bytes(norms_figure(norm_runs, spreads, NORMS))
     (out / "regularization.png").write_bytes(regularization_figure(reg_runs, DROPOUTS, WEIGHT_DECAYS))
@@ -90,6 +102,7 @@ def run_study(out: Path, scale: Scale, seed: int) -> list[Claim]:
         "norms": norms_table(norm_runs, spreads),
         "regularization": regularization_table(reg_runs),
         "minibatch": minibatch_table(counts),
+        "regression": regression_table(regression_runs, ridge),
     }
     (out / "report.md").write_text(report_markdown(scale, seed, tables, claims, norm_runs["digits", "batch"]))
     return claims
@@ -260,6 +273,13 @@ The norm task: {scale.norm_task_rows} rows of 8 features, direction uniform on t
 {tables["regularization"]}
 
 ![regularization](regularization.png)
+
+## Regression: norm and loss on diabetes
+
+A continuous target (`data/diabetes.csv`), trained as `--task regression`: one output, the target
+standardized with the training split's mean and std, no dropout; `--loss huber` is delta 1.0 on that scale.
+
+{tables["regression"]}
 
 ## Minibatch dependence
 
