@@ -80,4 +80,5 @@ def test_regression_section_has_a_row_per_run_and_the_ridge_baseline(study: tupl
     for norm, loss in REGRESSION_GRID:
         manifest = read_manifest(out / "runs" / f"diabetes-{norm}-{loss}" / "1")
         assert (manifest.task, manifest.training["loss_function"]) == ("regression", loss)
-        assert manifest.target is not None and manifest.target.name == "target"
+        assert manifest.target is not None
+        assert manifest.target.name == "target"
