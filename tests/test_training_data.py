@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -195,3 +196,20 @@ def test_csv_non_utf8_deep_in_a_text_column_names_the_file_offset(tmp_path: Path
     offset = len(b"a,label\n" + rows + b"2,caf")
     with pytest.raises(InputError, match=rf"is not UTF-8 text \(byte {offset}: invalid continuation byte\)$"):
         load_dataset(str(latin), "mlp")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # pandas would take column 1 as the index and shift every value: refused instead.
+        ("a,b,label\n1,2,x,7\n3,4,y,8\n", "is not valid CSV: the first data row has more cells than the header's 3"),
+        (
+            "a,b,label\n1,2,x\n3,4,y,9\n",
+            "is not valid CSV: Error tokenizing data. C error: Expected 3 fields in line 3",
+        ),
+    ],
+)
+def test_csv_row_longer_than_the_header_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = write_csv(tmp_path / "long.csv", text)
+    with pytest.raises(InputError, match=re.escape(message)):
+        load_dataset(str(path), "mlp")

@@ -229,7 +229,13 @@ def _parse(
             # A float32-hinted column with a value beyond float32 warns (overflow in the cast): parsed again
             # without hints, that cell is then reported with its value.
             warnings.simplefilter("error" if hinted else "ignore", RuntimeWarning)
+            warnings.simplefilter("error", pd.errors.ParserWarning)
             return pd.read_csv(reader, header=0, **arguments)
+    except pd.errors.ParserWarning:  # pandas' only warning here: the first data row is longer than the header
+        count = len(columns.header)
+        raise InputError(
+            f"{where} is not valid CSV: the first data row has more cells than the header's {count}"
+        ) from None
     except RuntimeWarning as exc:
         raise _NotAllNumbers from exc
     except UnicodeDecodeError as exc:
@@ -258,6 +264,9 @@ def _read_arguments(columns: _Columns, fmt: CsvFormat, dtypes: dict[str, Any]) -
         # usecols only when columns are dropped: pandas' C engine takes a slower path with it (0.2-0.3 s more
         # on a 200,000 x 50 file, even when it names every column).
         "usecols": [*columns.features, columns.label] if dropped else None,
+        # Without usecols, a first row with more cells than the header would make pandas take column 1 as the
+        # index (every value shifted); False keeps the columns, and the row is refused (_parse).
+        "index_col": False,
         "dtype": dtypes,
         # One NA set for every column (the label and text columns go through the same spellings after
         # stripping anyway, csv_cells._stripped).
