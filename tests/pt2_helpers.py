@@ -103,11 +103,11 @@ def crafted(marker: Path, directory: Path) -> dict[str, Members]:
     def use_pickle(config: Any) -> None:
         config["config"]["linear.weight"]["use_pickle"] = True
 
-    def custom_object(config: Any) -> None:
+    def opaque_object(config: Any) -> None:  # torch.export.load: pickle.loads of the member
         config["config"]["evil"] = {
-            "path_name": "custom_obj_0",
+            "path_name": "opaque_obj_0",
             "is_param": False,
-            "use_pickle": False,
+            "use_pickle": True,
             "tensor_meta": None,
         }
 
@@ -117,8 +117,8 @@ def crafted(marker: Path, directory: Path) -> dict[str, Members]:
             "m/data/weights/weight_0": pickled.getvalue(),
         },
         "pickle member (.pkl)": {**real, "m/data/weights/weights.pkl": payload_pickle(marker)},
-        "custom-object constant": _edit_json(real, "m/data/constants/model_constants_config.json", custom_object)
-        | {"m/data/constants/custom_obj_0": payload_pickle(marker)},
+        "opaque-object constant": _edit_json(real, "m/data/constants/model_constants_config.json", opaque_object)
+        | {"m/data/constants/opaque_obj_0": payload_pickle(marker)},
         "shape expression": _edit_json(real, model_json, lambda p: _input_size(p, marker)),
         "guards code": _edit_json(real, model_json, lambda p: p.__setitem__("guards_code", [_python(marker)])),
         "non-ATen target (builtins.exec)": _edit_json(real, model_json, _first_target("builtins.exec")),

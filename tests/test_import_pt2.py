@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import resnet_cnn
 import tabular_mlp
 import torch
 import transformer_encoder
+from conftest import start_server, stop_server
 from export_common import export_pt2
 from import_helpers import MarkerPayload, RowMixing
 from pt2_helpers import LinearBatchNorm, crafted, exported, write_archive
@@ -33,7 +36,7 @@ C = 32
 REASONS = {
     "pickled weight (use_pickle)": "linear.weight is pickled (use_pickle)",
     "pickle member (.pkl)": "data/weights/weights.pkl is a pickle",
-    "custom-object constant": "stored as 'custom_obj_0' (custom object, opaque or pickled)",
+    "opaque-object constant": "constants evil is pickled (use_pickle)",
     "shape expression": "is not a plain integer or size symbol",
     "guards code": "carries guards code",
     "non-ATen target (builtins.exec)": "node target 'builtins.exec' is not an allowed ATen op",
@@ -46,6 +49,9 @@ REASONS = {
     "train-mode BatchNorm": "train-mode graph: BatchNorm with batch statistics (_native_batch_norm_legit_functional",
     "mutated buffer": "mutated buffers",
 }
+
+# The crafted archives whose payload plain torch.export.load (or .module()) runs (measured, torch 2.13).
+LIVE = ["pickled weight (use_pickle)", "opaque-object constant", "shape expression", "guards code"]
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +83,20 @@ def test_crafted_archive_is_refused_with_its_reason_and_nothing_runs(
     assert REASONS[case] in err, err
     assert not (repository / "crafted").exists()
     assert not marker.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", LIVE)
+def test_torch_export_load_runs_the_payload(case: str, crafted_archives: tuple[Path, dict[str, Path]]) -> None:
+    """The control: plain torch.export.load(...).module()(rows), in a child process, does run these payloads,
+    so the refusals above are what keeps the marker absent."""
+    marker, archives = crafted_archives
+    code = f"import torch\ntry:\n    torch.export.load({str(archives[case])!r}).module()(torch.ones(2, 4))\nexcept Exception:\n    pass\n"
+    subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=600)
+    try:
+        assert marker.read_text() == "pwned"
+    finally:
+        marker.unlink(missing_ok=True)
 
 
 def test_sample_inputs_are_never_read(tmp_path: Path) -> None:
@@ -173,3 +193,24 @@ def test_a_hand_dropped_program_gets_the_same_checks(repository: tuple[Path, Pat
     assert "carries guards code" in refused.reason, refused.reason
     assert not marker.exists()
     shutil.rmtree(target)
+
+
+@pytest.mark.slow
+def test_the_server_answers_a_program_with_its_bits(repository: tuple[Path, Path], tmp_path: Path) -> None:
+    exports, repo = repository
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "tabular").symlink_to(repo / "tabular", target_is_directory=True)
+    (tmp_path / "logs").mkdir()
+    running = start_server(served, tmp_path / "logs", "--chunk-rows", str(C))
+    try:
+        rows = np.random.default_rng(9).standard_normal((37, 12)).astype(np.float32)
+        with running.client() as http:
+            v1 = http.post("/v1/models/tabular:predict", json={"instances": rows.tolist()})
+            metadata = http.get("/v2/models/tabular").json()
+    finally:
+        stop_server(running)
+    assert v1.status_code == 200, v1.text
+    logits = np.asarray([p["logits"] for p in v1.json()["predictions"]], dtype=np.float32)
+    assert logits.tobytes() == alone_at_c(exports / "tabular.pt2", rows).tobytes()
+    assert metadata["platform"] == FORMAT
