@@ -63,7 +63,8 @@ def main() -> None:
             started = time.perf_counter()
             executor.run(rows[:1].repeat(32 * 20, axis=0))
             ms = (time.perf_counter() - started) * 1000 / 20
-            print(f"{name} {args.format}: {checked}self-test {served.self_test.summary()} in {served.self_test.seconds:.1f} s; "
+            test = f"self-test {served.self_test.summary()} in {served.self_test.seconds:.1f} s"
+            print(f"{name} {args.format}: {checked}{test}; "
                   f"served == alone at C: {same}; {ms:.2f} ms per 32-row forward")  # fmt: skip
 
 

@@ -91,7 +91,8 @@ def test_torch_export_load_runs_the_payload(case: str, crafted_archives: tuple[P
     """The control: plain torch.export.load(...).module()(rows), in a child process, does run these payloads,
     so the refusals above are what keeps the marker absent."""
     marker, archives = crafted_archives
-    code = f"import torch\ntry:\n    torch.export.load({str(archives[case])!r}).module()(torch.ones(2, 4))\nexcept Exception:\n    pass\n"
+    run = f"torch.export.load({str(archives[case])!r}).module()(torch.ones(2, 4))"
+    code = f"import torch\ntry:\n    {run}\nexcept Exception:\n    pass\n"
     subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=600)
     try:
         assert marker.read_text() == "pwned"
