@@ -112,9 +112,9 @@ def describe_archive(path: Path) -> str:
 def check_pt2(path: Path) -> CheckedPt2:
     """The pre-check of a .pt2 (module docstring): the rebuilt archive and signature, or ImportRefused."""
     members = _read_members(path)
-    configs = {kind: _json(members, name) for kind, name in CONFIGS.items()}
     try:
         program, signature = check_program(_json(members, MODEL_JSON))
+        configs = {kind: _json(members, name) for kind, name in CONFIGS.items()}
         payloads = {kind: check_payload_config(config, kind) for kind, config in configs.items()}
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:  # a shape no check foresaw
         raise _refused(f"malformed program JSON ({type(exc).__name__})") from None
