@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,9 @@ from torch import nn
 
 from models.checkpoint import sha256_of
 from models.package import main as package
+from models.onnx_check import ImportRefused
 from models.pt2_check import check_pt2
+from models.pt2_graph import check_node
 from service.engine.executor_pt2 import FORMAT, load_program
 from service.lifecycle.loader import Refusal, Verified, verify_version
 from service.observability.metrics import Metrics
@@ -215,3 +218,34 @@ def test_the_server_answers_a_program_with_its_bits(repository: tuple[Path, Path
     logits = np.asarray([p["logits"] for p in v1.json()["predictions"]], dtype=np.float32)
     assert logits.tobytes() == alone_at_c(exports / "tabular.pt2", rows).tobytes()
     assert metadata["platform"] == FORMAT
+
+
+def _node(target: str, **arguments: dict[str, object]) -> dict[str, object]:
+    inputs = [{"name": "input", "arg": {"as_tensor": {"name": "x"}}, "kind": 1}]
+    inputs += [{"name": name, "arg": arg, "kind": 1} for name, arg in arguments.items()]
+    return {"target": target, "inputs": inputs, "outputs": [{"as_tensor": {"name": "y"}}], "name": "y"}
+
+
+@pytest.mark.parametrize(
+    ("node", "reason"),
+    [
+        (_node("torch.ops.aten.batch_norm.default", training={"as_bool": True}), "BatchNorm op batch_norm.default"),
+        (_node("torch.ops.aten._native_batch_norm_legit.no_stats"), "BatchNorm with batch statistics"),
+        (_node("torch.ops.aten.bernoulli.p"), "random op bernoulli.p"),
+        (_node("torch.ops.aten.rand_like.default"), "random op rand_like.default"),
+        (
+            _node("torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default", dropout_p={"as_float": 0.1}),
+            "attention with dropout_p 0.1",
+        ),
+        (_node("torch.ops.aten.relu.default", approximate={"as_graph": {}}), "as_graph argument"),
+        (_node("torch.ops.aten.relu.default", x={"as_string": "os.system('id')"}), "not a short plain word"),
+    ],
+)
+def test_train_mode_and_non_data_nodes_are_refused(node: dict[str, object], reason: str) -> None:
+    with pytest.raises(ImportRefused, match=re.escape(reason)):
+        check_node(node, 0)
+
+
+def test_attention_without_dropout_is_accepted() -> None:
+    node = _node("torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default", dropout_p={"as_float": 0.0})
+    assert check_node({**node, "metadata": {"stack_trace": "x"}}, 0)["metadata"] == {}
