@@ -26,8 +26,8 @@ from pt2_helpers import LinearBatchNorm, crafted, exported, write_archive
 from torch import nn
 
 from models.checkpoint import sha256_of
-from models.package import main as package
 from models.onnx_check import ImportRefused
+from models.package import main as package
 from models.pt2_check import check_pt2
 from models.pt2_graph import check_node
 from service.engine.executor_pt2 import FORMAT, load_program
