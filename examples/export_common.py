@@ -2,6 +2,8 @@
 
 `torch.onnx.export(..., dynamo=True)` (needs onnxscript) with a free batch dimension; `external_data=False`
 writes one file, True the two-file form (`model.onnx` + `model.onnx.data`) torch writes by default.
+`export_pt2`: the torch.export program (`model.pt2`) the server accepts after its pre-check: eval mode, a free
+batch dimension, `run_decompositions()` (BatchNorm in its no-training form, no dropout node), no sample inputs.
 """
 
 from __future__ import annotations
@@ -51,4 +53,11 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, external_da
         dynamic_shapes=({0: torch.export.Dim("batch")},),
         verbose=False,
     )
+    return path
+
+
+def export_pt2(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
+    """The torch.export line a user writes for this server: eval mode, free batch, decomposed to core ATen."""
+    program = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program.run_decompositions(), str(path))
     return path

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from export_common import export_onnx, generated_data, train_briefly
+from export_common import export_onnx, export_pt2, generated_data, train_briefly
 from torch import nn
 
 IMAGE, CLASSES = (3, 32, 32), 10
@@ -63,6 +63,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model, example = build(args.width, args.steps)
     print(export_onnx(model, example, args.out / "model.onnx"))
+    print(export_pt2(model, example, args.out / "model.pt2"))
 
 
 if __name__ == "__main__":

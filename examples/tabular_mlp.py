@@ -1,5 +1,5 @@
 """A user-written tabular MLP (not one of invariant-serve's architectures), trained briefly on generated data
-and exported to ONNX: `python examples/tabular_mlp.py --out DIR [--steps N]` writes DIR/model.onnx.
+and exported: `python examples/tabular_mlp.py --out DIR [--steps N]` writes DIR/model.onnx and DIR/model.pt2.
 Then: `python -m models.package --model DIR/model.onnx --name tabular --repository REPO`."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from export_common import export_onnx, generated_data, train_briefly
+from export_common import export_onnx, export_pt2, generated_data, train_briefly
 from torch import nn
 
 FEATURES, CLASSES = 12, 3
@@ -46,6 +46,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model, example = build(steps=args.steps)
     print(export_onnx(model, example, args.out / "model.onnx"))
+    print(export_pt2(model, example, args.out / "model.pt2"))
 
 
 if __name__ == "__main__":

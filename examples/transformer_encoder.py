@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from export_common import export_onnx, generated_data, train_briefly
+from export_common import export_onnx, export_pt2, generated_data, train_briefly
 from torch import nn
 
 TOKENS, TOKEN_FEATURES, CLASSES = 8, 4, 4
@@ -48,6 +48,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model, example = build(steps=args.steps)
     print(export_onnx(model, example, args.out / "model.onnx"))
+    print(export_pt2(model, example, args.out / "model.pt2"))
 
 
 if __name__ == "__main__":

@@ -7,22 +7,22 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-IMPORTED_FORMATS = ("onnx",)
+IMPORTED_FORMATS = ("onnx", "pt2")  # ONNX graphs; torch.export programs (models/pt2_check.py)
 
 
 @dataclass(frozen=True)
 class ImportedConfig:
     """A graph file in the version directory; the manifest's weights_sha256 is the sha256 of `file`."""
 
-    file: str  # "model.onnx"
+    file: str  # "model.onnx" or "model.pt2"
     input_name: str
     input_shape: tuple[int, ...]  # one row, without the batch dimension
     output_name: str
     num_classes: int
-    opset: int
+    opset: int  # ONNX: the default-domain opset; pt2: the archive's aten opset version
     data_file: str = ""  # the sibling external-data file named by the graph, "" when the model is one file
     data_sha256: str = ""
-    arch: Literal["onnx"] = "onnx"
+    arch: Literal["onnx", "pt2"] = "onnx"
 
 
 def imported_from_dict(data: dict[str, Any]) -> ImportedConfig:
@@ -43,6 +43,7 @@ def imported_from_dict(data: dict[str, Any]) -> ImportedConfig:
             opset=int(data["opset"]),
             data_file=str(data.get("data_file", "")),
             data_sha256=str(data.get("data_sha256", "")),
+            arch=data["arch"],
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"invalid imported-model config: {exc!r}") from exc

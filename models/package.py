@@ -20,12 +20,14 @@ from typing import NoReturn
 from models.checkpoint import CheckpointError, Manifest, save_imported, sha256_of
 from models.config import InputSpec
 from models.imported import ImportedConfig
-from models.onnx_check import CheckedOnnx, ImportRefused, check_onnx
-from models.pt2_check import refuse_non_onnx
+from models.onnx_check import CheckedOnnx, ImportRefused, OnnxSignature, check_onnx
+from models.pt2_check import check_pt2, model_format
+from models.pt2_program import Pt2Signature
 from models.versions import is_model_name
 
 PROG = "python -m models.package"
 GRAPH_FILE = "model.onnx"
+PROGRAM_FILE = "model.pt2"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,7 +37,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[1], add_help=True)
-    parser.add_argument("--model", required=True, type=Path, help="the model file (ONNX; .pt2 and pickles refused)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        type=Path,
+        help="the model file: ONNX, or a torch.export program (.pt2) that passes the pre-check; pickles refused",
+    )
     parser.add_argument("--name", required=True, help="model name in the repository")
     parser.add_argument("--repository", required=True, type=Path, help="the model repository directory")
     parser.add_argument("--labels", default="", help="comma-separated class labels, one per output (default 0..K-1)")
@@ -64,9 +71,9 @@ def _checked(args: argparse.Namespace) -> tuple[Manifest, dict[str, Path]]:
     if not is_model_name(args.name):
         raise ImportRefused(f"invalid model name {args.name!r}: use letters, digits, '_', '.', '-'")
     model_path: Path = args.model
-    refuse_non_onnx(model_path)
+    kind = model_format(model_path)
     sha_before = sha256_of(model_path)
-    checked = check_onnx(model_path)
+    checked = check_onnx(model_path) if kind == "onnx" else check_pt2(model_path)
     if sha256_of(model_path) != sha_before:
         raise ImportRefused(f"{model_path.name} changed while it was checked")
     signature = checked.signature
@@ -80,32 +87,37 @@ def _checked(args: argparse.Namespace) -> tuple[Manifest, dict[str, Path]]:
         raise ImportRefused(
             f"--feature-names gives {len(features)} names; one input row has {math.prod(signature.input_shape)} values"
         )
+    if not isinstance(checked, CheckedOnnx):
+        sources = {PROGRAM_FILE: model_path}
+        return _manifest(args.name, checked.signature, "", labels, features, sources, model_path.name), sources
     sources = {GRAPH_FILE: model_path}
     if checked.data_file:
         if not is_model_name(checked.data_file) or checked.data_file in {GRAPH_FILE, "manifest.json"}:
             raise ImportRefused(f"external-data file name {checked.data_file!r} cannot be published")
         sources[checked.data_file] = model_path.parent / checked.data_file
-    return _manifest(args.name, checked, labels, features, sources, model_path.name), sources
+    return _manifest(args.name, signature, checked.data_file, labels, features, sources, model_path.name), sources
 
 
 def _manifest(
     name: str,
-    checked: CheckedOnnx,
+    signature: OnnxSignature | Pt2Signature,
+    data_file: str,
     labels: tuple[str, ...],
     features: tuple[str, ...],
     sources: dict[str, Path],
     source_name: str,
 ) -> Manifest:
-    signature = checked.signature
+    pt2 = isinstance(signature, Pt2Signature)
     config = ImportedConfig(
-        file=GRAPH_FILE,
+        file=PROGRAM_FILE if pt2 else GRAPH_FILE,
         input_name=signature.input_name,
         input_shape=signature.input_shape,
         output_name=signature.output_name,
         num_classes=signature.num_classes,
         opset=signature.opset,
-        data_file=checked.data_file,
-        data_sha256=sha256_of(sources[checked.data_file]) if checked.data_file else "",
+        data_file=data_file,
+        data_sha256=sha256_of(sources[data_file]) if data_file else "",
+        arch="pt2" if pt2 else "onnx",
     )
     return Manifest(
         name=name,
@@ -113,7 +125,7 @@ def _manifest(
         architecture=config,
         input=InputSpec(shape=signature.input_shape, dtype="float32", feature_names=features),
         class_labels=labels,
-        training={"imported_from": source_name, "format": "onnx"},
+        training={"imported_from": source_name, "format": "pytorch_torch_export" if pt2 else "onnx"},
     )
 
 

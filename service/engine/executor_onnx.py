@@ -22,7 +22,7 @@ from models import Manifest
 from models.checkpoint import CheckpointError, sha256_of
 from models.imported import ImportedConfig
 from models.onnx_check import ImportRefused, check_onnx
-from models.pt2_check import refuse_non_onnx
+from models.pt2_check import model_format
 from service.engine.calibration import calibrate
 from service.engine.executor import ChunkedExecutor
 from service.engine.executor_factory import DEFAULT_CHUNK_ROWS
@@ -108,7 +108,8 @@ def load_onnx_executor(
     model_path = path / config.file
     _check_sha(model_path, manifest.weights_sha256, config.file)
     try:
-        refuse_non_onnx(model_path)
+        if model_format(model_path) != "onnx":
+            raise ImportRefused(f"{config.file} is a torch.export archive, the manifest says ONNX")
         checked = check_onnx(model_path)
     except ImportRefused as exc:
         raise ModelRefused(str(exc)) from None

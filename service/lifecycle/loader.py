@@ -226,9 +226,14 @@ def _check(name: str, version: int, path: Path, settings: Settings, metrics: Met
     """The version loaded, verified and self-tested; raises CheckpointError or ModelRefused with the reason."""
     manifest = read_manifest(path)
     if isinstance(manifest.architecture, ImportedConfig):  # a user's graph file: inference mode proven from it
-        from service.engine.executor_onnx import load_onnx_executor  # onnxruntime only where a model needs it
+        if manifest.architecture.arch == "pt2":
+            from service.engine.executor_pt2 import load_pt2_executor
 
-        build, preferred = load_onnx_executor(path, manifest, settings)
+            build, preferred = load_pt2_executor(path, manifest, settings)
+        else:
+            from service.engine.executor_onnx import load_onnx_executor  # onnxruntime only where a model needs it
+
+            build, preferred = load_onnx_executor(path, manifest, settings)
     else:
         build, preferred, manifest = _checkpoint_executor(path, settings)
     environment = environment_report(preferred.device)

@@ -229,7 +229,7 @@ def encode_infer(parsed: V2Infer, answer: Answer, replica: str) -> Reply:
 
 
 # Triton's platform names where the backend is one (onnxruntime), ours for the checkpoints our CLI trains.
-PLATFORMS = {"onnx": "onnxruntime_onnx"}
+PLATFORMS = {"onnx": "onnxruntime_onnx", "pt2": "pytorch_torch_export"}
 OWN_PLATFORM = "pytorch_invariant"
 
 

@@ -1,0 +1,108 @@
+"""Imported torch.export programs (`model.pt2`): the pre-check (models/pt2_check.py), then the program's
+`.module()` run at the fixed C rows behind the `Executor` protocol, like one of our own checkpoints.
+
+torch.export.load gets only the archive the pre-check rebuilt, as bytes (never the user's file): checked JSON,
+raw weight storage and an empty sample-inputs member, so none of its pickle, sympy or guard-code paths can
+see attacker data. The exported module is an FX GraphModule of ATen ops with no dropout and BatchNorm in
+its no-training form (proven from the graph); it runs eagerly at (C, *shape) (torch.jit.trace refuses the
+program's symbolic batch size: "JIT Tracing of SymInts isn't supported"), in the contiguous layout the program
+was exported in (channels-last, which our own CNNs use, changes its bits against the program run alone), and
+the start-up self-test then checks its rows are independent.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models import Manifest
+from models.checkpoint import CheckpointError, sha256_of
+from models.imported import ImportedConfig
+from models.onnx_check import ImportRefused
+from models.pt2_check import check_pt2, model_format
+from service.engine.calibration import calibrate
+from service.engine.executor import EagerExecutor
+from service.engine.executor_factory import DEFAULT_CHUNK_ROWS
+from service.engine.types import Executor
+from service.settings import Settings
+
+log = logging.getLogger("invariant.executor")
+FORMAT = "pytorch_torch_export"
+
+
+class Pt2Executor(EagerExecutor):
+    """The exported module at exactly C rows, zero-padded, contiguous; softmax and argmax as `Heads` does."""
+
+    kind = "torch-export-eager"
+
+    def _prepare(self) -> None:
+        self._on_cpu = True
+        self.channels_last = False
+        self._chunk = torch.zeros((self.chunk_rows, *self.input_shape), dtype=torch.float32)  # (C, *input_shape)
+        self._pad = self._chunk.numpy()  # a view: writes land in the chunk
+        self._heads = self._build_heads()
+
+
+def load_program(archive_bytes: bytes) -> nn.Module:
+    """The checked archive's program as a module; raises CheckpointError when torch cannot rebuild it."""
+    try:
+        program = torch.export.load(io.BytesIO(archive_bytes))
+        module: nn.Module = program.module()
+    except Exception as exc:  # torch's own deserialization or verifier errors: the program is refused
+        raise CheckpointError(f"torch.export cannot load the program: {str(exc).splitlines()[0][:300]}") from None
+    return module
+
+
+def load_pt2_executor(path: Path, manifest: Manifest, settings: Settings) -> tuple[Callable[[int], Executor], Executor]:
+    """An imported .pt2 version directory, checked: build(C) -> its executor at C, and the preferred executor.
+    Raises CheckpointError with the reason."""
+    config = manifest.architecture
+    if not isinstance(config, ImportedConfig) or config.arch != "pt2":
+        raise CheckpointError("not an imported torch.export model")
+    if settings.device == "cuda" or settings.dtype != "float32":
+        raise CheckpointError("imported torch.export models run on the CPU in float32 (device cpu or auto)")
+    model_path = path / config.file
+    try:
+        actual = sha256_of(model_path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {config.file}: {exc.strerror}") from None
+    if actual != manifest.weights_sha256:
+        raise CheckpointError(
+            f"checksum mismatch: {config.file} has sha256 {actual}, manifest says {manifest.weights_sha256}"
+        )
+    try:
+        if model_format(model_path) != "pt2":
+            raise ImportRefused(f"{config.file} is not a torch.export archive")
+        checked = check_pt2(model_path)
+    except ImportRefused as exc:
+        raise CheckpointError(str(exc)) from None
+    signature = checked.signature
+    graph_says = (signature.input_name, signature.input_shape, signature.output_name, signature.num_classes)
+    manifest_says = (config.input_name, manifest.input.shape, config.output_name, len(manifest.class_labels))
+    if graph_says != manifest_says:
+        raise CheckpointError(f"the program's signature {graph_says} is not the manifest's {manifest_says}")
+    module = load_program(checked.archive_bytes)
+    return _build(module, manifest.input.shape, signature.num_classes, settings)
+
+
+def _build(
+    module: nn.Module, shape: tuple[int, ...], classes: int, settings: Settings
+) -> tuple[Callable[[int], Executor], Executor]:
+    """build(C) -> the executor at C, and the preferred one (the setting's C, or calibrated)."""
+    about = {"format": FORMAT, "torch": torch.__version__}
+
+    def make(chunk_rows: int, details: dict[str, Any] | None = None) -> Executor:
+        return Pt2Executor(module, shape, classes, chunk_rows, "cpu", "float32", {**about, **(details or {})})
+
+    if settings.chunk_rows != "auto":
+        preferred = make(settings.chunk_rows or DEFAULT_CHUNK_ROWS["cpu"])
+    else:
+        calibration = calibrate(make, settings.chunk_latency_bound_ms)
+        preferred = make(calibration.chunk_rows, calibration.describe())
+    return (lambda chunk_rows: preferred if chunk_rows == preferred.chunk_rows else make(chunk_rows)), preferred
