@@ -169,6 +169,17 @@ def sha256_of(path: Path) -> str:
         return _sha256_of_handle(handle)
 
 
+def check_sha256(path: Path, expected: str, name: str) -> None:
+    """CheckpointError unless the file's sha256 is the manifest's `expected` (`name`: the file as the
+    manifest names it)."""
+    try:
+        actual = sha256_of(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {name}: {exc.strerror}") from None
+    if actual != expected:
+        raise CheckpointError(f"checksum mismatch: {name} has sha256 {actual}, manifest says {expected}")
+
+
 def _sha256_of_handle(handle: BinaryIO) -> str:
     digest = hashlib.sha256()
     handle.seek(0)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from models import Manifest
-from models.checkpoint import CheckpointError, sha256_of
+from models.checkpoint import CheckpointError, check_sha256
 from models.imported import ImportedConfig
 from models.onnx_check import ImportRefused, check_onnx
 from models.pt2_check import model_format
@@ -106,7 +106,7 @@ def load_onnx_executor(
     if settings.device == "cuda" or settings.dtype != "float32":
         raise ModelRefused("imported ONNX models run on the CPU in float32 (device cpu or auto, dtype float32)")
     model_path = path / config.file
-    _check_sha(model_path, manifest.weights_sha256, config.file)
+    check_sha256(model_path, manifest.weights_sha256, config.file)
     try:
         if model_format(model_path) != "onnx":
             raise ImportRefused(f"{config.file} is a torch.export archive, the manifest says ONNX")
@@ -116,7 +116,7 @@ def load_onnx_executor(
     if checked.data_file != config.data_file:
         raise ModelRefused(f"the graph names external data {checked.data_file!r}, the manifest {config.data_file!r}")
     if checked.data_file:
-        _check_sha(path / checked.data_file, config.data_sha256, checked.data_file)
+        check_sha256(path / checked.data_file, config.data_sha256, checked.data_file)
     signature = checked.signature
     graph_says = (signature.input_name, signature.input_shape, signature.output_name, signature.num_classes)
     manifest_says = (config.input_name, manifest.input.shape, config.output_name, len(manifest.class_labels))
@@ -128,15 +128,6 @@ def load_onnx_executor(
         raise ModelRefused(f"onnxruntime cannot load the graph: {str(exc).splitlines()[0][:300]}") from None
     module = OnnxModule(session, signature.input_name, signature.output_name)
     return _build(module, manifest.input.shape, signature.num_classes, settings)
-
-
-def _check_sha(file: Path, expected: str, name: str) -> None:
-    try:
-        actual = sha256_of(file)
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {name}: {exc.strerror}") from None
-    if actual != expected:
-        raise CheckpointError(f"checksum mismatch: {name} has sha256 {actual}, manifest says {expected}")
 
 
 def _build(

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from models import Manifest
-from models.checkpoint import CheckpointError, sha256_of
+from models.checkpoint import CheckpointError, check_sha256
 from models.imported import ImportedConfig
 from models.onnx_check import ImportRefused
 from models.pt2_check import check_pt2, model_format
@@ -68,14 +68,7 @@ def load_pt2_executor(path: Path, manifest: Manifest, settings: Settings) -> tup
     if settings.device == "cuda" or settings.dtype != "float32":
         raise CheckpointError("imported torch.export models run on the CPU in float32 (device cpu or auto)")
     model_path = path / config.file
-    try:
-        actual = sha256_of(model_path)
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {config.file}: {exc.strerror}") from None
-    if actual != manifest.weights_sha256:
-        raise CheckpointError(
-            f"checksum mismatch: {config.file} has sha256 {actual}, manifest says {manifest.weights_sha256}"
-        )
+    check_sha256(model_path, manifest.weights_sha256, config.file)
     try:
         if model_format(model_path) != "pt2":
             raise ImportRefused(f"{config.file} is not a torch.export archive")
