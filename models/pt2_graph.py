@@ -22,7 +22,8 @@ from models.onnx_check import ImportRefused
 from models.pt2_ops import ALLOWED_TARGETS, SYM_TARGETS, train_mode_reason
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
-DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}(\.[A-Za-z0-9_][A-Za-z0-9_]{0,99}){0,31}")
+# A module path: segments may start with a digit ("0.weight", nn.Sequential's names); no dunder (checked apart).
+DOTTED = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_]{0,99}(\.[A-Za-z0-9_][A-Za-z0-9_]{0,99}){0,31}")
 SYMBOL = r"Symbol\('(s[0-9]{1,9})', positive=True, integer=True\)"
 SYMBOL_NAME = re.compile(r"s[0-9]{1,9}")
 # The exact expression strings torch 2.13 writes for sizes that follow a free batch dimension.

@@ -20,18 +20,11 @@ from torch import nn
 
 from models import Manifest
 from models.checkpoint import CheckpointError, check_sha256
-from models.imported import ImportedConfig
-from models.onnx_check import ImportRefused, check_onnx
-from models.pt2_check import model_format
-from service.engine.calibration import calibrate
+from models.onnx_check import check_onnx
 from service.engine.executor import ChunkedExecutor
-from service.engine.executor_factory import DEFAULT_CHUNK_ROWS
+from service.engine.executor_imported import check_signature, executors_at, open_imported, refusal_as_error
 from service.engine.types import ChunkResult, Executor, Float32Array
 from service.settings import Settings
-
-# Refusals are CheckpointErrors here (the loader refuses the version with the message): the engine sits below
-# service.guarantee, whose ModelRefused it cannot import.
-ModelRefused = CheckpointError
 
 # One fixed level, whatever the graph: ORT_ENABLE_ALL (fusions and NCHWc layouts for the CPU found). Measured
 # on the ResNet-like example (width 16, C = 32, one thread, shared 2-core VM, one run): basic 106 ms, extended
@@ -98,49 +91,23 @@ class OnnxExecutor(ChunkedExecutor):
 def load_onnx_executor(
     path: Path, manifest: Manifest, settings: Settings
 ) -> tuple[Callable[[int], Executor], Executor]:
-    """An imported ONNX version directory, checked: build(C) -> its executor at C, and the preferred executor
-    (the shape proof may try other C; service/guarantee/shape.py). Raises CheckpointError with the reason."""
-    config = manifest.architecture
-    if not isinstance(config, ImportedConfig):
-        raise CheckpointError("not an imported model")
-    if settings.device == "cuda" or settings.dtype != "float32":
-        raise ModelRefused("imported ONNX models run on the CPU in float32 (device cpu or auto, dtype float32)")
-    model_path = path / config.file
-    check_sha256(model_path, manifest.weights_sha256, config.file)
-    try:
-        if model_format(model_path) != "onnx":
-            raise ImportRefused(f"{config.file} is a torch.export archive, the manifest says ONNX")
-        checked = check_onnx(model_path)
-    except ImportRefused as exc:
-        raise ModelRefused(str(exc)) from None
+    """An imported ONNX version directory, checked: build(C) -> its executor at C, and the preferred executor.
+    Raises CheckpointError with the reason."""
+    config, model_path = open_imported(path, manifest, settings, "onnx")
+    checked = refusal_as_error(lambda: check_onnx(model_path))
     if checked.data_file != config.data_file:
-        raise ModelRefused(f"the graph names external data {checked.data_file!r}, the manifest {config.data_file!r}")
+        raise CheckpointError(f"the graph names external data {checked.data_file!r}, the manifest {config.data_file!r}")
     if checked.data_file:
         check_sha256(path / checked.data_file, config.data_sha256, checked.data_file)
-    signature = checked.signature
-    graph_says = (signature.input_name, signature.input_shape, signature.output_name, signature.num_classes)
-    manifest_says = (config.input_name, manifest.input.shape, config.output_name, len(manifest.class_labels))
-    if graph_says != manifest_says:
-        raise ModelRefused(f"the graph's signature {graph_says} is not the manifest's {manifest_says}")
+    check_signature(checked.signature, config, manifest)
     try:
         session = session_for(checked.model_bytes)
     except Exception as exc:  # onnxruntime's own errors (shape or type inference): the graph is refused
-        raise ModelRefused(f"onnxruntime cannot load the graph: {str(exc).splitlines()[0][:300]}") from None
-    module = OnnxModule(session, signature.input_name, signature.output_name)
-    return _build(module, manifest.input.shape, signature.num_classes, settings)
+        raise CheckpointError(f"onnxruntime cannot load the graph: {str(exc).splitlines()[0][:300]}") from None
+    module = OnnxModule(session, checked.signature.input_name, checked.signature.output_name)
+    shape, classes = manifest.input.shape, checked.signature.num_classes
 
-
-def _build(
-    module: OnnxModule, shape: tuple[int, ...], classes: int, settings: Settings
-) -> tuple[Callable[[int], Executor], Executor]:
-    """build(C) -> the executor at C, and the preferred one (the setting's C, or calibrated)."""
-
-    def make(chunk_rows: int, details: dict[str, Any] | None = None) -> Executor:
+    def make(chunk_rows: int, details: dict[str, Any] | None) -> Executor:
         return OnnxExecutor(module, shape, classes, chunk_rows, "cpu", "float32", details)
 
-    if settings.chunk_rows != "auto":
-        preferred = make(settings.chunk_rows or DEFAULT_CHUNK_ROWS["cpu"])
-    else:
-        calibration = calibrate(make, settings.chunk_latency_bound_ms)
-        preferred = make(calibration.chunk_rows, calibration.describe())
-    return (lambda chunk_rows: preferred if chunk_rows == preferred.chunk_rows else make(chunk_rows)), preferred
+    return executors_at(make, settings)

@@ -22,13 +22,10 @@ import torch
 from torch import nn
 
 from models import Manifest
-from models.checkpoint import CheckpointError, check_sha256
-from models.imported import ImportedConfig
-from models.onnx_check import ImportRefused
-from models.pt2_check import check_pt2, model_format
-from service.engine.calibration import calibrate
+from models.checkpoint import CheckpointError
+from models.pt2_check import check_pt2
 from service.engine.executor import EagerExecutor
-from service.engine.executor_factory import DEFAULT_CHUNK_ROWS
+from service.engine.executor_imported import check_signature, executors_at, open_imported, refusal_as_error
 from service.engine.types import Executor
 from service.settings import Settings
 
@@ -62,40 +59,14 @@ def load_program(archive_bytes: bytes) -> nn.Module:
 def load_pt2_executor(path: Path, manifest: Manifest, settings: Settings) -> tuple[Callable[[int], Executor], Executor]:
     """An imported .pt2 version directory, checked: build(C) -> its executor at C, and the preferred executor.
     Raises CheckpointError with the reason."""
-    config = manifest.architecture
-    if not isinstance(config, ImportedConfig) or config.arch != "pt2":
-        raise CheckpointError("not an imported torch.export model")
-    if settings.device == "cuda" or settings.dtype != "float32":
-        raise CheckpointError("imported torch.export models run on the CPU in float32 (device cpu or auto)")
-    model_path = path / config.file
-    check_sha256(model_path, manifest.weights_sha256, config.file)
-    try:
-        if model_format(model_path) != "pt2":
-            raise ImportRefused(f"{config.file} is not a torch.export archive")
-        checked = check_pt2(model_path)
-    except ImportRefused as exc:
-        raise CheckpointError(str(exc)) from None
-    signature = checked.signature
-    graph_says = (signature.input_name, signature.input_shape, signature.output_name, signature.num_classes)
-    manifest_says = (config.input_name, manifest.input.shape, config.output_name, len(manifest.class_labels))
-    if graph_says != manifest_says:
-        raise CheckpointError(f"the program's signature {graph_says} is not the manifest's {manifest_says}")
+    config, model_path = open_imported(path, manifest, settings, "pt2")
+    checked = refusal_as_error(lambda: check_pt2(model_path))
+    check_signature(checked.signature, config, manifest)
     module = load_program(checked.archive_bytes)
-    return _build(module, manifest.input.shape, signature.num_classes, settings)
-
-
-def _build(
-    module: nn.Module, shape: tuple[int, ...], classes: int, settings: Settings
-) -> tuple[Callable[[int], Executor], Executor]:
-    """build(C) -> the executor at C, and the preferred one (the setting's C, or calibrated)."""
+    shape, classes = manifest.input.shape, checked.signature.num_classes
     about = {"format": FORMAT, "torch": torch.__version__}
 
-    def make(chunk_rows: int, details: dict[str, Any] | None = None) -> Executor:
+    def make(chunk_rows: int, details: dict[str, Any] | None) -> Executor:
         return Pt2Executor(module, shape, classes, chunk_rows, "cpu", "float32", {**about, **(details or {})})
 
-    if settings.chunk_rows != "auto":
-        preferred = make(settings.chunk_rows or DEFAULT_CHUNK_ROWS["cpu"])
-    else:
-        calibration = calibrate(make, settings.chunk_latency_bound_ms)
-        preferred = make(calibration.chunk_rows, calibration.describe())
-    return (lambda chunk_rows: preferred if chunk_rows == preferred.chunk_rows else make(chunk_rows)), preferred
+    return executors_at(make, settings)
