@@ -6,10 +6,9 @@ training.data.load_dataset (parse + encode) against plain pandas.read_csv + to_n
 Writes a seeded numeric CSV (columns x0.. plus a 0/1 label) to a temporary directory, then loads it once per
 reader, each in a fresh process: `seconds` is the load alone (imports done before), `added MB` the process's
 peak RSS (ru_maxrss) minus its RSS just before the load, compared with the float32 matrix (rows x columns x 4
-bytes); `x pandas` is seconds over pandas' (the target of issue 25: under 2, and added MB under 3x the
-matrix). pandas 3.1 parses a *path* on several threads (2 here), which a hashed stream cannot; the project's
-reader is one stream. One run each: a shared machine makes single timings noisy (pandas' own time varied
-0.3-0.9 s in one evening here); say so when quoting them.
+bytes); `x pandas` is the median seconds over pandas' median (the target of issue 25: under 2, and added MB,
+the largest of the rounds, under 3x the matrix). Rounds run the readers interleaved, each in a fresh process:
+single timings on a shared machine vary by 2x (pandas' own 0.3-0.9 s in one evening here).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--columns", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=5, help="rounds; the table shows each reader's median")
     parser.add_argument("--child", choices=READERS, help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -81,21 +82,28 @@ def main() -> None:
         write_csv(path, arguments.rows, arguments.columns)
         matrix_mb = arguments.rows * arguments.columns * 4 / 2**20
         print(f"{path.stat().st_size / 2**20:.1f} MiB CSV, {arguments.rows} x {arguments.columns}; "
-              f"float32 matrix {matrix_mb:.1f} MiB")  # fmt: skip
-        columns = ("seconds", "x pandas", "before MB", "peak MB", "added MB", "x matrix")
-        print(f"{'reader':<14}" + "".join(f"{name:>{len(name) + 2}}" for name in columns))
-        pandas_seconds = 0.0
-        for reader in READERS:
-            command = [sys.executable, __file__, "--child", reader, "--path", str(path)]
-            output = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-            result = json.loads(output)
-            added = result["peak_mb"] - result["before_mb"]
-            pandas_seconds = pandas_seconds or result["seconds"]  # the first reader is pandas
-            print(
-                f"{reader:<14}{result['seconds']:>9.2f}{result['seconds'] / pandas_seconds:>10.2f}"
-                f"{result['before_mb']:>11.0f}{result['peak_mb']:>9.0f}"
-                f"{added:>10.0f}{added / matrix_mb:>10.2f}"
-            )
+              f"float32 matrix {matrix_mb:.1f} MiB; {arguments.repeat} rounds, readers interleaved")  # fmt: skip
+        runs: dict[str, list[dict[str, float]]] = {reader: [] for reader in READERS}
+        for _ in range(arguments.repeat):  # interleaved: a slow spell of the machine hits every reader alike
+            for reader in READERS:
+                command = [sys.executable, __file__, "--child", reader, "--path", str(path)]
+                output = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+                runs[reader].append(json.loads(output))
+        _print_table(runs, matrix_mb)
+
+
+def _print_table(runs: dict[str, list[dict[str, float]]], matrix_mb: float) -> None:
+    columns = ("median s", "min s", "max s", "x pandas", "added MB", "x matrix")
+    print(f"{'reader':<14}" + "".join(f"{name:>{len(name) + 2}}" for name in columns))
+    pandas_median = statistics.median(run["seconds"] for run in runs["pandas"])
+    for reader, results in runs.items():
+        seconds = [run["seconds"] for run in results]
+        added = max(run["peak_mb"] - run["before_mb"] for run in results)
+        median = statistics.median(seconds)
+        print(
+            f"{reader:<14}{median:>10.2f}{min(seconds):>7.2f}{max(seconds):>7.2f}{median / pandas_median:>10.2f}"
+            f"{added:>10.0f}{added / matrix_mb:>10.2f}"
+        )
 
 
 if __name__ == "__main__":
