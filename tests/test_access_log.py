@@ -4,7 +4,12 @@ when the body has none), and never a key, a raw path or an input value in any li
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import re
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,7 +19,14 @@ import pytest
 from conftest import RunningServer, start_server, stop_server, write_keys
 from waiting import wait_until
 
-from service.observability.logs import request_id_of
+from service.observability.logs import (
+    ACCESS_LOGGER,
+    AccessLog,
+    JsonFormatter,
+    TextFormatter,
+    TurnBufferedHandler,
+    request_id_of,
+)
 
 KEY = "sk-test-KEYSECRET-0123456789"
 SECRET_VALUE = 1234.5678125  # an input value: never in a log line
@@ -31,6 +43,72 @@ def test_a_request_id_is_kept_only_when_short_printable_ascii(given: bytes, kept
     if not kept:
         assert len(chosen) == 16
         assert set(chosen) <= set("0123456789abcdef")
+
+
+FIELDS = {"method": "POST", "route": "/v1/models/{name}:predict", "status": 200, "request_id": "r-1", "rows": 3}
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter(TEXT_FORMAT)])
+@pytest.mark.parametrize("created", [1_764_806_400.0, 1_764_806_400.9996, 1_764_806_401.25])
+def test_the_direct_access_line_is_the_line_logging_makes(formatter: logging.Formatter, created: float) -> None:
+    record = logging.getLogger(ACCESS_LOGGER).makeRecord(
+        ACCESS_LOGGER, logging.INFO, __file__, 0, " ".join(f"{k}={v}" for k, v in FIELDS.items()), (), None,
+        extra={"fields": dict(FIELDS)},
+    )  # fmt: skip
+    record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+    direct = formatter.format_access(created, "INFO", ACCESS_LOGGER, dict(FIELDS))  # type: ignore[attr-defined]
+    assert direct == formatter.format(record)
+
+
+@pytest.fixture
+def access_logger() -> Any:
+    """The access logger as log_config sets it up, on a StringIO; its previous state restored after."""
+    logger = logging.getLogger(ACCESS_LOGGER)
+    saved = (logger.handlers[:], logger.filters[:], logger.propagate, logger.level)
+    yield logger
+    logger.handlers, logger.filters, logger.propagate = saved[0], saved[1], saved[2]
+    logger.setLevel(saved[3])
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter(TEXT_FORMAT)])
+def test_access_lines_take_the_direct_path_only_under_our_own_configuration(
+    access_logger: logging.Logger, formatter: logging.Formatter
+) -> None:
+    stream = io.StringIO()
+    handler = TurnBufferedHandler(stream)
+    handler.setFormatter(formatter)
+    access_logger.handlers, access_logger.filters, access_logger.propagate = [handler], [], False
+    access_logger.setLevel(logging.INFO)
+    access = AccessLog(True)
+    assert access._direct_handler() is handler
+    access.record(dict(FIELDS), 0.0)  # no running loop: written at once
+    access_logger.addFilter(lambda record: True)  # a filter an embedding application added: logging's path
+    assert access._direct_handler() is None
+    access.record(dict(FIELDS), 0.0)
+    access_logger.addFilter(logging.Filter("elsewhere"))  # and the filter is honoured: this line is dropped
+    access.record(dict(FIELDS), 0.0)
+    direct, through_logging = stream.getvalue().splitlines()
+    assert _without_times(direct) == _without_times(through_logging)
+    assert "/v1/models/{name}:predict" in direct
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_the_servers_own_logging_configuration_takes_the_direct_path(log_format: str) -> None:
+    """In a child process: configure_logging replaces the whole process's logging configuration."""
+    program = (
+        "from service.observability.logs import AccessLog, TurnBufferedHandler, configure_logging\n"
+        f"configure_logging('info', {log_format!r})\n"
+        "print(type(AccessLog(True)._direct_handler()).__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "TurnBufferedHandler"
+
+
+def _without_times(line: str) -> str:
+    """The line without its time stamp and duration (which differ between two calls)."""
+    line = re.sub(r'"time":"[^"]+"|^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}', "TIME", line)
+    return re.sub(r"duration_ms.{1,3}[0-9.e-]+", "DURATION", line)
 
 
 @pytest.fixture(scope="module")
