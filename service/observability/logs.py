@@ -96,18 +96,11 @@ class TurnBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:  # called under the handler's lock
         try:
-            line = self.format(record) + self.terminator
+            line = self.format(record)
         except Exception:
             self.handleError(record)
             return
-        self._pending.append(line)
-        if self._scheduled:
-            return
-        try:
-            asyncio.get_running_loop().call_soon(self._write_pending)
-            self._scheduled = True
-        except RuntimeError:  # no loop in this thread: now
-            self._write_locked()
+        self._queue(line)
 
     def flush(self) -> None:
         self.acquire()
@@ -119,14 +112,18 @@ class TurnBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def emit_line(self, line: str) -> None:
         """A line already formatted (AccessLog's fast path), queued like emit() queues a record's."""
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
-            self._pending.append(line + self.terminator)
-            if self._scheduled:
-                return
-            try:
-                asyncio.get_running_loop().call_soon(self._write_pending)
-                self._scheduled = True
-            except RuntimeError:  # no loop in this thread: now
-                self._write_locked()
+            self._queue(line)
+
+    def _queue(self, line: str) -> None:
+        """Under the lock: the line waits for the end of the loop's iteration (written now without a loop)."""
+        self._pending.append(line + self.terminator)
+        if self._scheduled:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._write_pending)
+            self._scheduled = True
+        except RuntimeError:  # no loop in this thread: now
+            self._write_locked()
 
     def _write_pending(self) -> None:
         self.flush()
