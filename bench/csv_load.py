@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-READERS = ("pandas", "read_csv", "load_dataset")
+READERS = ("pandas", "read_csv", "load_dataset", "one_stream")  # one_stream: read_csv without blocks
 
 
 def write_csv(path: Path, rows: int, columns: int) -> None:
@@ -49,7 +49,7 @@ def child(reader: str, path: Path) -> dict[str, float]:
     """One load in this process; imports first, so only the load is timed."""
     import pandas as pd
 
-    from training.csv_data import read_csv
+    from training.csv_data import NEVER, CsvOptions, read_csv
     from training.data import load_dataset
 
     before = _rss_mb()
@@ -59,6 +59,8 @@ def child(reader: str, path: Path) -> dict[str, float]:
         shape = matrix.shape
     elif reader == "read_csv":
         shape = read_csv(path, None).numeric.shape
+    elif reader == "one_stream":
+        shape = read_csv(path, None, CsvOptions(parallel_bytes=NEVER)).numeric.shape
     else:
         shape = tuple(load_dataset(str(path), "mlp").features.shape)
     seconds = time.perf_counter() - started

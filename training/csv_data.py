@@ -1,10 +1,11 @@
 """Reading a training CSV: a header row, feature columns (numbers or text) and one label column.
 
 Parsed by pandas' C engine (quoting, CRLF, NA spellings, thousands separators, any one-character delimiter;
-0.8-1.2 s for a 200,000 x 50 file where the csv module cell by cell took 5.6 s, with a fifth of its memory;
+0.5-0.7 s for a 200,000 x 50 file where the csv module cell by cell took 5.6 s, with a fifth of its memory;
 bench/csv_load.py, docs/training-data.md "Measured"). The file must be a regular file no larger than the size
-bound; it is read once, through a stream that hashes exactly the bytes the parser consumed (the manifest's
-sha256), so a FIFO, a device or a file replaced while it is read cannot make the hash describe other data.
+bound. From PARALLEL_BYTES it parses in blocks on several threads (training/csv_blocks.py), else (and on any
+doubt) through one stream that hashes exactly the bytes the parser consumed; either way the manifest's sha256
+is of the bytes parsed: a FIFO, a device or a file written while it is read cannot make it describe others.
 
 Delimiter and decimal mark are sniffed from the first lines (`.tsv` means tab) unless given
 (training/csv_sniff.py); the bytes come from training/csv_source.py; every bad cell of the whole file is
@@ -14,11 +15,13 @@ numbers (line 3 'zz', line 9 'q'); column 'a': 1 blank (line 5)".
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ import pandas as pd
 from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs in the lock files
 
 from models.preprocess import NA_SPELLINGS
+from training.csv_blocks import PARALLEL_BYTES, QUOTE, FileHasher, parse_blocks, workers
 from training.csv_cells import check_cells
 from training.csv_sniff import CsvFormat, header_names, sniff
 from training.csv_source import (
@@ -41,6 +45,7 @@ from training.errors import InputError
 
 PROGRESS_BYTES = 32 << 20  # files from 32 MiB get a progress line while they load
 _MAX_LISTED_COLUMNS = 10
+NEVER = 1 << 62  # a parallel_bytes no file reaches
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class CsvOptions:
     max_bytes: int = DEFAULT_MAX_BYTES
     progress: bool = False
     progress_bytes: int = PROGRESS_BYTES  # files from this size get the progress line
+    parallel_bytes: int = PARALLEL_BYTES  # files from this size parse in blocks on several threads
 
 
 @dataclass(frozen=True)
@@ -87,11 +93,22 @@ def read_csv(path: Path, label_column: str | None, options: CsvOptions | None = 
         features = _kept_features(header, label, options, where)
         hinted = _numeric_in_head(text, header, label, features, fmt, options)
         frame, reader = _parse_file(fd, head, path, size, _Columns(header, label, features), fmt, options, hinted)
+        try:
+            cells = check_cells(
+                frame,
+                header,
+                label,
+                features,
+                fmt,
+                options.categorical,
+                options.missing_allowed,
+                reader.newlines,
+                where,
+            )
+        finally:
+            reader.finish()  # the hash is complete (a FileHasher reads the descriptor: before it closes)
     finally:
         os.close(fd)
-    cells = check_cells(
-        frame, header, label, features, fmt, options.categorical, options.missing_allowed, reader.newlines, where
-    )
     return CsvTable(
         numeric=cells.numeric,
         numeric_names=cells.numeric_names,
@@ -128,16 +145,16 @@ def _parse_file(
     fmt: CsvFormat,
     options: CsvOptions,
     hinted: list[str],
-) -> tuple[pd.DataFrame, HashingReader]:
+) -> tuple[pd.DataFrame, FileHasher | HashingReader]:
     try:
         return _parse_all(fd, head, path, size, columns, fmt, options, hinted)
     except _NotAllNumbers:
         # A column the first lines showed as numbers holds something else further down: parse again
         # without the float32 hints, so every bad cell can be reported (a regular file can be re-read;
-        # the hash is of that second reading, the one parsed).
+        # the hash is of that second reading, the one parsed). One stream: blocks would fail again.
         os.lseek(fd, 0, os.SEEK_SET)
         head = read_head(fd, options.max_bytes, f"CSV {path}")
-        return _parse_all(fd, head, path, size, columns, fmt, options, [])
+        return _parse_all(fd, head, path, size, columns, fmt, replace(options, parallel_bytes=NEVER), [])
 
 
 def _parse_all(
@@ -149,12 +166,28 @@ def _parse_all(
     fmt: CsvFormat,
     options: CsvOptions,
     hinted: list[str],
-) -> tuple[pd.DataFrame, HashingReader]:
+) -> tuple[pd.DataFrame, FileHasher | HashingReader]:
+    """The parse and the hash of exactly the bytes parsed: in blocks on several threads when the file is
+    large and nothing speaks against it (training/csv_blocks.py), else as one hashed stream."""
     where = f"CSV {path}"
     show = options.progress and size >= options.progress_bytes
     with tqdm(
         total=size, desc=f"reading {path.name}", unit="B", unit_scale=True, file=sys.stderr, disable=not show
     ) as bar:
+        if size >= options.parallel_bytes and QUOTE not in head and workers() > 1:
+            hasher = FileHasher(fd, options.max_bytes, where)  # joined by read_csv, after the cell check
+            header_end = head.index(b"\n") + 1
+            bar.update(header_end)
+            arguments = _arguments(columns, fmt, options, hinted)
+            with _warnings_as_errors(bool(hinted)):
+                blocks = parse_blocks(
+                    fd, header_end, size, lambda rows: pd.read_csv(rows, header=None, **arguments), bar
+                )
+            if blocks is not None:
+                hasher.newlines = blocks.newlines + 1  # and the header line's
+                return blocks.frame, hasher
+            hasher.finish()
+            bar.reset(total=size)
         reader = HashingReader(fd, head, options.max_bytes, where, bar)
         try:
             frame = _parse(reader, columns, fmt, options, where, hinted)
@@ -213,6 +246,23 @@ def _kept_features(header: list[str], label: str, options: CsvOptions, where: st
     return features
 
 
+def _arguments(columns: _Columns, fmt: CsvFormat, options: CsvOptions, hinted: list[str]) -> dict[str, Any]:
+    """pandas' arguments: the label and --categorical columns as text, the hinted columns as float32."""
+    text_columns = [columns.label, *options.categorical]
+    dtypes: dict[str, Any] = {name: str for name in text_columns} | {name: np.float32 for name in hinted}
+    return _read_arguments(columns, fmt, dtypes)
+
+
+@contextlib.contextmanager
+def _warnings_as_errors(hinted: bool) -> Iterator[None]:
+    with warnings.catch_warnings():
+        # A float32-hinted column with a value beyond float32 warns (overflow in the cast): parsed again
+        # without hints, that cell is then reported with its value.
+        warnings.simplefilter("error" if hinted else "ignore", RuntimeWarning)
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        yield
+
+
 def _parse(
     reader: HashingReader,
     columns: _Columns,
@@ -221,15 +271,9 @@ def _parse(
     where: str,
     hinted: list[str],
 ) -> pd.DataFrame:
-    text_columns = [columns.label, *options.categorical]
-    dtypes: dict[str, Any] = {name: str for name in text_columns} | {name: np.float32 for name in hinted}
-    arguments = _read_arguments(columns, fmt, dtypes)
+    arguments = _arguments(columns, fmt, options, hinted)
     try:
-        with warnings.catch_warnings():
-            # A float32-hinted column with a value beyond float32 warns (overflow in the cast): parsed again
-            # without hints, that cell is then reported with its value.
-            warnings.simplefilter("error" if hinted else "ignore", RuntimeWarning)
-            warnings.simplefilter("error", pd.errors.ParserWarning)
+        with _warnings_as_errors(bool(hinted)):
             return pd.read_csv(reader, header=0, **arguments)
     except pd.errors.ParserWarning:  # pandas' only warning here: the first data row is longer than the header
         count = len(columns.header)

@@ -60,9 +60,10 @@ class HashingReader:
         return chunk
 
     def finish(self) -> None:
-        """Waits for the worker: `digest` and `newlines` then describe every byte handed out."""
-        self._chunks.put(None)
-        self._worker.join()
+        """Waits for the worker: `digest` and `newlines` then describe every byte handed out. Idempotent."""
+        if self._worker.is_alive():
+            self._chunks.put(None)
+            self._worker.join()
 
 
 def open_regular(path: Path, max_bytes: int, where: str) -> int:

