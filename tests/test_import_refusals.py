@@ -67,6 +67,14 @@ def _pt2(case: str) -> Crafter:
     return craft
 
 
+def _mar(directory: Path, marker: Path) -> Path:
+    """A TorchServe model archive: a manifest naming a handler, whose Python TorchServe runs at load."""
+    handler = f"open({str(marker)!r}, 'w').write('ran')\n".encode()
+    manifest = b'{"model": {"modelName": "m", "handler": "handler.py", "serializedFile": "model.pt"}}'
+    members = {"MAR-INF/MANIFEST.json": manifest, "handler.py": handler, "model.pt": payload_pickle(marker)}
+    return zip_archive(directory / "model.mar", members)
+
+
 def _escaping(location: str) -> Crafter:
     def craft(directory: Path, marker: Path) -> Path:
         (directory.parent / "escape.bin").write_bytes(b"\0" * 48)
@@ -109,6 +117,7 @@ CASES: dict[str, tuple[Crafter, str]] = {
     "TorchScript": (_torchscript, "TorchScript archive"),
     **{case: (_pt2(case), REASONS[case]) for case in PT2_PROGRAM_CASES},
     "AOTInductor package": (_pt2("AOTInductor package"), "AOTInductor package"),
+    "TorchServe .mar": (_mar, "a TorchServe .mar archive (its handler is Python code run on load)"),
     "ONNX train-mode export (Dropout)": (_train_export, "Dropout in training mode"),
     "ONNX Dropout training_mode=True": (_onnx(lambda: dropout_graph(True)), "Dropout in training mode"),
     "ONNX BatchNormalization training_mode=1": (_onnx(_train_bn), "BatchNormalization in training mode"),
