@@ -167,3 +167,13 @@ def test_cells_checked_after_a_block_parse_are_named_by_their_lines(tmp_path: Pa
     assert block_calls == [True]
     assert messages[0] == messages[1]
     assert f"column 'a': 1 blank (line {ROWS - 4})" in messages[0]
+
+
+def test_semicolons_decimal_commas_and_dropped_columns_parse_alike(tmp_path: Path, block_calls: list[bool]) -> None:
+    lines = ["id;a;b;label"] + [f"{i};{i},5;{i * 3},25;{('x', 'y')[i % 2]}" for i in range(ROWS)]
+    path = write_csv(tmp_path / "semi.csv", "\n".join(lines) + "\n")
+    blocks, stream = both(path, drop_columns=("id",))
+    assert block_calls == [True]
+    assert_same(blocks, stream)
+    assert (blocks.delimiter, blocks.decimal, blocks.numeric_names) == (";", ",", ("a", "b"))
+    assert blocks.numeric[3].tolist() == [3.5, 9.25]
