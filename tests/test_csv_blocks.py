@@ -177,3 +177,13 @@ def test_semicolons_decimal_commas_and_dropped_columns_parse_alike(tmp_path: Pat
     assert_same(blocks, stream)
     assert (blocks.delimiter, blocks.decimal, blocks.numeric_names) == (";", ",", ("a", "b"))
     assert blocks.numeric[3].tolist() == [3.5, 9.25]
+
+
+def test_the_progress_line_reaches_the_whole_file_in_blocks(
+    tmp_path: Path, block_calls: list[bool], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_csv(tmp_path / "p.csv", "\n".join(lines_of()) + "\n")
+    read_csv(path, None, CsvOptions(parallel_bytes=BLOCKS, progress=True, progress_bytes=1, missing_allowed=True))
+    assert block_calls == [True]
+    err = capsys.readouterr().err
+    assert "reading p.csv: 100%" in err, err
