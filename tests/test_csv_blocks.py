@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -187,3 +188,19 @@ def test_the_progress_line_reaches_the_whole_file_in_blocks(
     assert block_calls == [True]
     err = capsys.readouterr().err
     assert "reading p.csv: 100%" in err, err
+
+
+def test_an_interrupted_block_parse_leaves_no_hashing_thread_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hasher reads the descriptor read_csv closes on the way out: it is joined first."""
+
+    def interrupted(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.csv_data, "workers", lambda: 2)
+    monkeypatch.setattr(training.csv_data, "parse_blocks", interrupted)
+    path = write_csv(tmp_path / "i.csv", "a,label\n" + "1.5,0\n" * 3_000_000)  # 18 MB: hashed for ~30 ms
+    with pytest.raises(KeyboardInterrupt):
+        read_csv(path, None, CsvOptions(parallel_bytes=BLOCKS))
+    assert [thread.name for thread in threading.enumerate() if thread.name == "csv-hash"] == []

@@ -66,10 +66,14 @@ class FileHasher:
             self.digest.update(view[:count])
             self.size += count
 
+    def join(self) -> None:
+        """Waits for the worker (before the descriptor closes), nothing more."""
+        self._worker.join()
+
     def finish(self) -> None:
         """Waits for the worker; refuses a file that grew past the bound or changed since it was opened (the
         parser may have read other bytes than the hash describes)."""
-        self._worker.join()
+        self.join()
         if self.size > self.limit:
             raise InputError(f"{self.where} grew past the size bound of {self.limit >> 20} MiB while it was read")
         if identity(os.fstat(self.fd)) != self.opened or self.size != self.opened[2]:
@@ -139,14 +143,12 @@ def parse_blocks(
         with lock:
             bar.update(read)
 
-    readers = [
-        BlockReader(fd, start, stop, advance)
-        for start, stop in block_bounds(fd, data_start, size, count * BLOCKS_PER_WORKER)
-    ]
-    try:
+    try:  # any doubt (warnings are errors here, read errors too): the stream parse reports it exactly
+        bounds = block_bounds(fd, data_start, size, count * BLOCKS_PER_WORKER)
+        readers = [BlockReader(fd, start, stop, advance) for start, stop in bounds]
         with ThreadPoolExecutor(count, thread_name_prefix="csv-block") as pool:
             frames = list(pool.map(parse, readers))
-    except Exception:  # any doubt (warnings are errors here): the stream parse reports it with exact lines
+    except Exception:
         return None
     if not frames or any(reader.quoted for reader in readers):
         return None

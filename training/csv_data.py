@@ -179,10 +179,14 @@ def _parse_all(
             header_end = head.index(b"\n") + 1
             bar.update(header_end)
             arguments = _arguments(columns, fmt, options, hinted)
-            with _warnings_as_errors(bool(hinted)):
-                blocks = parse_blocks(
-                    fd, header_end, size, lambda rows: pd.read_csv(rows, header=None, **arguments), bar
-                )
+            try:
+                with _warnings_as_errors(bool(hinted)):
+                    blocks = parse_blocks(
+                        fd, header_end, size, lambda rows: pd.read_csv(rows, header=None, **arguments), bar
+                    )
+            except BaseException:  # an I/O error or an interrupt: the hasher must not outlive the descriptor
+                hasher.join()
+                raise
             if blocks is not None:
                 hasher.newlines = blocks.newlines + 1  # and the header line's
                 return blocks.frame, hasher
