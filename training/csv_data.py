@@ -92,7 +92,8 @@ def read_csv(path: Path, label_column: str | None, options: CsvOptions | None = 
         label = _label_name(header, label_column, where)
         features = _kept_features(header, label, options, where)
         hinted = _numeric_in_head(text, header, label, features, fmt, options)
-        frame, reader = _parse_file(fd, head, path, size, _Columns(header, label, features), fmt, options, hinted)
+        source = _Source(fd, path, size, _Columns(header, label, features), fmt)
+        frame, reader = _parse_file(source, head, options, hinted)
         try:
             cells = check_cells(
                 frame,
@@ -136,68 +137,80 @@ class _NotAllNumbers(Exception):
     """pandas refused a float32 hint: some cell of that column is not a number."""
 
 
+@dataclass(frozen=True)
+class _Source:
+    """The checked file being parsed: its open descriptor, path and size, and what the head told."""
+
+    fd: int
+    path: Path
+    size: int
+    columns: _Columns
+    fmt: CsvFormat
+
+    @property
+    def where(self) -> str:
+        return f"CSV {self.path}"
+
+
 def _parse_file(
-    fd: int,
-    head: bytes,
-    path: Path,
-    size: int,
-    columns: _Columns,
-    fmt: CsvFormat,
-    options: CsvOptions,
-    hinted: list[str],
+    source: _Source, head: bytes, options: CsvOptions, hinted: list[str]
 ) -> tuple[pd.DataFrame, FileHasher | HashingReader]:
     try:
-        return _parse_all(fd, head, path, size, columns, fmt, options, hinted)
+        return _parse_all(source, head, options, hinted)
     except _NotAllNumbers:
         # A column the first lines showed as numbers holds something else further down: parse again
         # without the float32 hints, so every bad cell can be reported (a regular file can be re-read;
         # the hash is of that second reading, the one parsed). One stream: blocks would fail again.
-        os.lseek(fd, 0, os.SEEK_SET)
-        head = read_head(fd, options.max_bytes, f"CSV {path}")
-        return _parse_all(fd, head, path, size, columns, fmt, replace(options, parallel_bytes=NEVER), [])
+        os.lseek(source.fd, 0, os.SEEK_SET)
+        head = read_head(source.fd, options.max_bytes, source.where)
+        return _parse_all(source, head, replace(options, parallel_bytes=NEVER), [])
 
 
 def _parse_all(
-    fd: int,
-    head: bytes,
-    path: Path,
-    size: int,
-    columns: _Columns,
-    fmt: CsvFormat,
-    options: CsvOptions,
-    hinted: list[str],
+    source: _Source, head: bytes, options: CsvOptions, hinted: list[str]
 ) -> tuple[pd.DataFrame, FileHasher | HashingReader]:
     """The parse and the hash of exactly the bytes parsed: in blocks on several threads when the file is
     large and nothing speaks against it (training/csv_blocks.py), else as one hashed stream."""
-    where = f"CSV {path}"
-    show = options.progress and size >= options.progress_bytes
+    show = options.progress and source.size >= options.progress_bytes
     with tqdm(
-        total=size, desc=f"reading {path.name}", unit="B", unit_scale=True, file=sys.stderr, disable=not show
-    ) as bar:
-        if size >= options.parallel_bytes and QUOTE not in head and workers() > 1:
-            hasher = FileHasher(fd, options.max_bytes, where)  # joined by read_csv, after the cell check
-            header_end = head.index(b"\n") + 1
-            bar.update(header_end)
-            arguments = _arguments(columns, fmt, options, hinted)
-            try:
-                with _warnings_as_errors(bool(hinted)):
-                    blocks = parse_blocks(
-                        fd, header_end, size, lambda rows: pd.read_csv(rows, header=None, **arguments), bar
-                    )
-            except BaseException:  # an I/O error or an interrupt: the hasher must not outlive the descriptor
-                hasher.join()
-                raise
-            if blocks is not None:
-                hasher.newlines = blocks.newlines + 1  # and the header line's
-                return blocks.frame, hasher
-            hasher.finish()
-            bar.reset(total=size)
-        reader = HashingReader(fd, head, options.max_bytes, where, bar)
+        total=source.size, desc=f"reading {source.path.name}", unit="B", unit_scale=True, file=sys.stderr,
+        disable=not show,
+    ) as bar:  # fmt: skip
+        if source.size >= options.parallel_bytes and QUOTE not in head and workers() > 1:
+            parsed = _parse_in_blocks(source, head, options, hinted, bar)
+            if parsed is not None:
+                return parsed
+            bar.reset(total=source.size)
+        reader = HashingReader(source.fd, head, options.max_bytes, source.where, bar)
         try:
-            frame = _parse(reader, columns, fmt, options, where, hinted)
+            frame = _parse(reader, source.columns, source.fmt, options, source.where, hinted)
         finally:
             reader.finish()
     return frame, reader
+
+
+def _parse_in_blocks(
+    source: _Source, head: bytes, options: CsvOptions, hinted: list[str], bar: tqdm
+) -> tuple[pd.DataFrame, FileHasher] | None:
+    """The blocks' frame and the file's hasher (read_csv joins it after the cell check), or None: the caller
+    then parses the one stream."""
+    hasher = FileHasher(source.fd, options.max_bytes, source.where)
+    header_end = head.index(b"\n") + 1
+    bar.update(header_end)
+    arguments = _arguments(source.columns, source.fmt, options, hinted)
+    try:
+        with _warnings_as_errors(bool(hinted)):
+            blocks = parse_blocks(
+                source.fd, header_end, source.size, lambda rows: pd.read_csv(rows, header=None, **arguments), bar
+            )
+    except BaseException:  # an I/O error or an interrupt: the hasher must not outlive the descriptor
+        hasher.join()
+        raise
+    if blocks is None:
+        hasher.finish()  # refuses a file written to meanwhile
+        return None
+    hasher.newlines = blocks.newlines + 1  # and the header line's
+    return blocks.frame, hasher
 
 
 def _numeric_in_head(
