@@ -204,3 +204,12 @@ def test_an_interrupted_block_parse_leaves_no_hashing_thread_behind(
     with pytest.raises(KeyboardInterrupt):
         read_csv(path, None, CsvOptions(parallel_bytes=BLOCKS))
     assert [thread.name for thread in threading.enumerate() if thread.name == "csv-hash"] == []
+
+
+def test_a_header_without_a_line_end_is_refused_as_the_stream_refuses_it(
+    tmp_path: Path, block_calls: list[bool]
+) -> None:
+    path = write_csv(tmp_path / "n.csv", "a,label")
+    with pytest.raises(InputError, match=r"n.csv has a header but no data rows$"):
+        read_csv(path, None, CsvOptions(parallel_bytes=BLOCKS))
+    assert block_calls == []  # no block parse was tried

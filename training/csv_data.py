@@ -176,7 +176,8 @@ def _parse_all(
         total=source.size, desc=f"reading {source.path.name}", unit="B", unit_scale=True, file=sys.stderr,
         disable=not show,
     ) as bar:  # fmt: skip
-        if source.size >= options.parallel_bytes and QUOTE not in head and workers() > 1:
+        # Blocks start after the header line: a head without a line end (one line, no data rows) is a stream's.
+        if source.size >= options.parallel_bytes and b"\n" in head and QUOTE not in head and workers() > 1:
             parsed = _parse_in_blocks(source, head, options, hinted, bar)
             if parsed is not None:
                 return parsed
