@@ -170,6 +170,38 @@ def test_cells_checked_after_a_block_parse_are_named_by_their_lines(tmp_path: Pa
     assert f"column 'a': 1 blank (line {ROWS - 4})" in messages[0]
 
 
+def test_rows_dropped_and_cells_refused_in_several_blocks_read_as_the_stream_reads_them(
+    tmp_path: Path, block_calls: list[bool]
+) -> None:
+    """Every block has rows the check drops (lines with no cell) or refuses (infinite cells): the matrix is
+    copied block by block, so the kept rows of each block must land in order, and the refused cells of
+    several blocks must be one entry per column, named by their lines."""
+    lines = lines_of()
+    empty_at = [1, ROWS // 3, ROWS // 2 + 7, ROWS - 1]  # a line with no cell in each quarter
+    for at in empty_at:
+        lines[at] = ",,,"
+    path = write_csv(tmp_path / "dropped.csv", "\n".join(lines) + "\n")
+    blocks, stream = both(path, categorical=("color",), missing_allowed=True)
+    assert block_calls == [True]
+    assert_same(blocks, stream)
+    assert blocks.numeric.shape == (ROWS - len(empty_at), 2)
+    # lines[i] holds data row i - 1: the last two kept rows straddle the dropped row ROWS - 2
+    assert blocks.numeric[-2:].tolist() == [[ROWS - 3, (ROWS - 3) * 0.25], [ROWS - 1, (ROWS - 1) * 0.25]]
+    for at in (ROWS // 5, ROWS - 3):
+        lines[at] = f"{at - 1},inf,red,0"
+    path = write_csv(tmp_path / "infinite.csv", "\n".join(lines) + "\n")
+    messages = []
+    for parallel_bytes in (BLOCKS, STREAM):
+        with pytest.raises(InputError) as refused:
+            read_csv(
+                path, None, CsvOptions(parallel_bytes=parallel_bytes, categorical=("color",), missing_allowed=True)
+            )
+        messages.append(str(refused.value))
+    assert block_calls == [True, True]
+    assert messages[0] == messages[1]
+    assert f"column 'b': 2 not finite (line {ROWS // 5 + 1} inf, line {ROWS - 2} inf)" in messages[0]
+
+
 def test_semicolons_decimal_commas_and_dropped_columns_parse_alike(tmp_path: Path, block_calls: list[bool]) -> None:
     lines = ["id;a;b;label"] + [f"{i};{i},5;{i * 3},25;{('x', 'y')[i % 2]}" for i in range(ROWS)]
     path = write_csv(tmp_path / "semi.csv", "\n".join(lines) + "\n")

@@ -3,8 +3,10 @@
 pandas' tokenizer releases the GIL, so blocks of the file (each cut just after a newline) parse side by side:
 on the 2-core machine a 91 MiB file parses in 0.27-0.33 s in 4 blocks against 0.48-0.51 s as one stream.
 pandas' own parallel reader (it takes only a path) is as fast, but it holds every piece of every column and
-their concatenation at once: 149 MB added against 54 MB for one stream. Here each block is its own small
-frame, joined once; the whole load adds under 3x the float32 matrix (bench/csv_load.py).
+their concatenation at once: 149 MB added against 54 MB for one stream. Here each block stays its own small
+frame, never joined: the cell check takes the blocks' numeric columns as they are and copies each block into
+its rows of the float32 matrix, dropping the block once copied (training/csv_cells.py), so the whole load adds
+about 2x the float32 matrix (bench/csv_load.py).
 
 The blocks are read with pread from the descriptor that was opened and checked (never a path); a FileHasher
 hashes the file on another thread meanwhile, and the file's identity (inode, size, mtime, ctime, which every
@@ -126,15 +128,15 @@ def block_bounds(fd: int, data_start: int, size: int, count: int) -> list[tuple[
 
 @dataclass(frozen=True)
 class Blocks:
-    frame: pd.DataFrame  # the data rows in file order
+    frames: list[pd.DataFrame]  # the data rows in file order, a frame per block, all typed alike
     newlines: int  # in the blocks (the header line's is not counted)
 
 
 def parse_blocks(
     fd: int, data_start: int, size: int, parse: Callable[[io.RawIOBase], pd.DataFrame], bar: tqdm
 ) -> Blocks | None:
-    """The data rows (after the header line, which ends at `data_start`) parsed in blocks and joined in file
-    order; None when a block failed, held a quote character, or typed a column unlike another block (the
+    """The data rows (after the header line, which ends at `data_start`) parsed in blocks, in file order;
+    None when a block failed, held a quote character, or typed a column unlike another block (the
     caller then parses the one stream). `parse(reader)` parses one block's lines as headerless CSV."""
     count = workers()
     lock = threading.Lock()
@@ -154,6 +156,4 @@ def parse_blocks(
         return None
     if any(not frame.dtypes.equals(frames[0].dtypes) for frame in frames):
         return None
-    joined = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    del frames
-    return Blocks(joined, sum(reader.newlines for reader in readers))
+    return Blocks(frames, sum(reader.newlines for reader in readers))

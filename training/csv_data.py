@@ -93,10 +93,10 @@ def read_csv(path: Path, label_column: str | None, options: CsvOptions | None = 
         features = _kept_features(header, label, options, where)
         hinted = _numeric_in_head(text, header, label, features, fmt, options)
         source = _Source(fd, path, size, _Columns(header, label, features), fmt)
-        frame, reader = _parse_file(source, head, options, hinted)
+        frames, reader = _parse_file(source, head, options, hinted)
         try:
             cells = check_cells(
-                frame,
+                frames,
                 header,
                 label,
                 features,
@@ -154,7 +154,7 @@ class _Source:
 
 def _parse_file(
     source: _Source, head: bytes, options: CsvOptions, hinted: list[str]
-) -> tuple[pd.DataFrame, FileHasher | HashingReader]:
+) -> tuple[list[pd.DataFrame], FileHasher | HashingReader]:
     try:
         return _parse_all(source, head, options, hinted)
     except _NotAllNumbers:
@@ -168,9 +168,10 @@ def _parse_file(
 
 def _parse_all(
     source: _Source, head: bytes, options: CsvOptions, hinted: list[str]
-) -> tuple[pd.DataFrame, FileHasher | HashingReader]:
-    """The parse and the hash of exactly the bytes parsed: in blocks on several threads when the file is
-    large and nothing speaks against it (training/csv_blocks.py), else as one hashed stream."""
+) -> tuple[list[pd.DataFrame], FileHasher | HashingReader]:
+    """The data rows (a frame per block, or one) and the hash of exactly the bytes parsed: in blocks on
+    several threads when the file is large and nothing speaks against it (training/csv_blocks.py), else as
+    one hashed stream."""
     show = options.progress and source.size >= options.progress_bytes
     with tqdm(
         total=source.size, desc=f"reading {source.path.name}", unit="B", unit_scale=True, file=sys.stderr,
@@ -187,13 +188,13 @@ def _parse_all(
             frame = _parse(reader, source.columns, source.fmt, options, source.where, hinted)
         finally:
             reader.finish()
-    return frame, reader
+    return [frame], reader
 
 
 def _parse_in_blocks(
     source: _Source, head: bytes, options: CsvOptions, hinted: list[str], bar: tqdm
-) -> tuple[pd.DataFrame, FileHasher] | None:
-    """The blocks' frame and the file's hasher (read_csv joins it after the cell check), or None: the caller
+) -> tuple[list[pd.DataFrame], FileHasher] | None:
+    """The blocks' frames and the file's hasher (read_csv joins it after the cell check), or None: the caller
     then parses the one stream."""
     hasher = FileHasher(source.fd, options.max_bytes, source.where)
     header_end = head.index(b"\n") + 1
@@ -211,7 +212,7 @@ def _parse_in_blocks(
         hasher.finish()  # refuses a file written to meanwhile
         return None
     hasher.newlines = blocks.newlines + 1  # and the header line's
-    return blocks.frame, hasher
+    return blocks.frames, hasher
 
 
 def _numeric_in_head(
