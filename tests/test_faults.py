@@ -63,6 +63,62 @@ def test_a_body_that_never_comes_gets_408_and_the_connection_closes(quick_timeou
     assert re.search(r"^invariant_body_timeouts_total 1\.0$", metrics, re.MULTILINE)
 
 
+REQUEST = (
+    b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n%s"
+)
+
+
+def one_answer(sock: socket.socket) -> bytes:
+    """Sends one predict request on `sock` and reads its whole answer (the connection stays open)."""
+    body = json.dumps({"instances": [ROW]}).encode()
+    sock.sendall(REQUEST % (len(body), body))
+    received = b""
+    while b"\r\n\r\n" not in received or len(received.partition(b"\r\n\r\n")[2]) < _length(received):
+        part = sock.recv(65536)
+        assert part, "the server closed the connection before answering"
+        received += part
+    return received
+
+
+def _length(received: bytes) -> int:
+    found = re.search(rb"content-length: (\d+)", received.partition(b"\r\n\r\n")[0], re.IGNORECASE)
+    return int(found.group(1)) if found else 1 << 30
+
+
+def test_a_busy_connection_outlives_the_deadlines_its_first_request_set(quick_timeouts: RunningServer) -> None:
+    """Each answer moves the connection's read deadline on; the one timer set for the first deadline (1 s
+    after connecting) must re-arm itself, not close a connection that has been answered since."""
+    with connect(quick_timeouts) as sock:
+        started = time.monotonic()
+        answers = []
+        while time.monotonic() - started < 2.5:  # 2.5 read timeouts, a request every 0.3 s
+            answers.append(one_answer(sock).split(b" ", 2)[1])
+            time.sleep(0.3)
+    assert len(answers) >= 5
+    assert set(answers) == {b"200"}
+
+
+def test_after_an_answer_slow_headers_are_cut_off_at_the_read_timeout(quick_timeouts: RunningServer) -> None:
+    with connect(quick_timeouts) as sock:
+        assert one_answer(sock).startswith(b"HTTP/1.1 200 ")
+        sock.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\n")  # and no more
+        started = time.monotonic()
+        assert read_until_closed(sock) == b""
+        assert time.monotonic() - started > 0.9  # never before the read timeout (no upper bound: see above)
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_time(server: RunningServer) -> None:
+    """Default flags: read timeout 10 s, uvicorn's keep-alive 5 s: an answered connection that sends
+    nothing more is closed at the keep-alive time, before the read timeout would close it."""
+    with connect(server, timeout_s=30) as sock:
+        assert one_answer(sock).startswith(b"HTTP/1.1 200 ")
+        started = time.monotonic()
+        assert read_until_closed(sock) == b""
+        idle_s = time.monotonic() - started
+    assert 4.5 < idle_s < 9.5
+
+
 def test_sigterm_finishes_promptly_with_a_stalled_client_connected(tiny_repository: Path, tmp_path: Path) -> None:
     server = start_server(tiny_repository, tmp_path, "--read-timeout-s", "2")
     try:
