@@ -82,12 +82,12 @@ def test_access_lines_take_the_direct_path_only_under_our_own_configuration(
     access_logger.setLevel(logging.INFO)
     access = AccessLog(True)
     assert access._direct_handler() is handler
-    access.record(dict(FIELDS), 0.0)  # no running loop: written at once
+    access.record(lambda: dict(FIELDS), 0.0)  # no running loop: written at once
     access_logger.addFilter(lambda record: True)  # a filter an embedding application added: logging's path
     assert access._direct_handler() is None
-    access.record(dict(FIELDS), 0.0)
+    access.record(lambda: dict(FIELDS), 0.0)
     access_logger.addFilter(logging.Filter("elsewhere"))  # and the filter is honoured: this line is dropped
-    access.record(dict(FIELDS), 0.0)
+    access.record(lambda: dict(FIELDS), 0.0)
     direct, through_logging = stream.getvalue().splitlines()
     assert _without_times(direct) == _without_times(through_logging)
     assert "/v1/models/{name}:predict" in direct

@@ -17,6 +17,7 @@ import numpy as np
 from service.dataplane import receipts as receipts_of
 from service.dataplane.offload import OFFLOAD_BYTES, beside_loop_if
 from service.dataplane.requests import InferRequest, NestedRows, output_names
+from service.dataplane.rows import all_finite
 from service.engine.types import Float32Array, Outputs, RequestTiming
 from service.errors import BadRequest, UnprocessableEntity
 from service.lifecycle.loader import ServedModel
@@ -136,7 +137,7 @@ class DataPlane:
 def _refuse_non_finite(logits: Float32Array) -> None:
     """Finite inputs can still overflow inside the model (64 x 3.4e38): NaN logits would give every class
     probability NaN and label 0 with status 200. A 422 naming the rows instead, never a confident label."""
-    if np.isfinite(logits).all():  # the usual case: one check, no index arrays
+    if all_finite(logits):  # the usual case: one check, no index arrays
         return
     bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
     if bad.size:

@@ -7,7 +7,9 @@ extension) and leave as a (N, *input_shape) float32 array, or as a BadRequest na
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterator
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,9 @@ def rows_from_nested(rows: Any, input_shape: tuple[int, ...], what: str = "insta
     if not rows:
         raise BadRequest(f'"{what}" is empty: send at least one row')
     row_size = math.prod(input_shape)
+    flat = _flat_rows(rows, row_size)
+    if flat is not None:  # the usual body
+        return finite_rows(flat.reshape((len(rows), *input_shape)), what)
     for index, row in enumerate(rows):
         problem = _row_problem(row, input_shape, row_size)
         if problem:
@@ -37,6 +42,20 @@ def rows_from_nested(rows: Any, input_shape: tuple[int, ...], what: str = "insta
     except ValueError:  # nested and flat rows mixed in one request: each is valid, the mixture is ragged
         array = np.stack([_to_float32(row).reshape(input_shape) for row in rows])
     return finite_rows(array.reshape((len(rows), *input_shape)), what)
+
+
+def _flat_rows(rows: list[Any], row_size: int) -> Float32Array | None:
+    """(N, row_size) float32 when every row is a flat list of row_size numbers, else None (the general path
+    then names the first bad row). array("f") rounds each value as numpy's float32 cast does (compared bit for
+    bit over 200,000 values, ints beyond 2**53 and values beyond float32's range included) and makes values
+    beyond float32's range inf without numpy's overflow warning: a third of the cost of np.array in an errstate."""
+    for row in rows:
+        if type(row) is not list or len(row) != row_size:
+            return None
+    values = rows[0] if len(rows) == 1 else list(chain.from_iterable(rows))
+    if not set(map(type, values)) <= _NUMBER_TYPES:
+        return None
+    return np.frombuffer(array("f", values), dtype=np.float32).reshape(len(rows), row_size)
 
 
 def rows_from_instances(
@@ -182,13 +201,19 @@ def _to_float32(values: Any) -> Float32Array:
 
 def finite_rows(array: Float32Array, what: str) -> Float32Array:
     """Refuse NaN and Infinity (also values beyond float32's range), naming the first such row."""
-    if np.isfinite(array).all():
+    if all_finite(array):
         return array
     finite = np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)  # (N,)
     if not finite.all():
         row = int(np.argmin(finite))
         raise BadRequest(f"{what} row {row}: contains NaN or Infinity (or a value beyond float32's range)")
     return array
+
+
+def all_finite(array: Float32Array) -> bool:
+    """Whether no value is NaN or infinite: one float64 sum (NaN and inf carry through it; finite float32
+    values cannot overflow it), no boolean array as np.isfinite(array).all() makes."""
+    return math.isfinite(np.add.reduce(array, axis=None, dtype=np.float64))
 
 
 def _row_problem(row: Any, shape: tuple[int, ...], row_size: int) -> str:

@@ -44,8 +44,8 @@ class _Request:
     future: asyncio.Future[Outputs]
     loop: asyncio.AbstractEventLoop
     enqueued_at: float
-    results: Outputs
     timing: RequestTiming | None = None  # filled in for the caller (access log), when it asks
+    results: Outputs | None = None  # made by the first chunk that holds rows of it
     taken: int = 0  # rows handed to the compute thread so far
     finished: int = 0  # rows whose outputs are stored
     cancelled: bool = False
@@ -149,14 +149,15 @@ class Batcher(LoopTurns):
         `timing`, when given, receives the request's queue and compute seconds."""
         loop = asyncio.get_running_loop()
         count = rows.shape[0]
-        request = _Request(rows, loop.create_future(), loop, time.perf_counter(), _empty_outputs(count, self), timing)
+        request = _Request(rows, loop.create_future(), loop, time.perf_counter(), timing)
         with self._wakeup:
             if self._draining or self._stopping:
                 raise NotReady("this model version is being unloaded; retry to reach the version now served")
             self.admit(count)
             self._queue.append(request)
             self._set_queued(self._queued_rows + count)
-            self._wakeup.notify()
+            if not self._on_loop:  # only the compute thread waits for rows
+                self._wakeup.notify()
         if self._on_loop and self._turn is None:
             self._schedule_turn(loop)
         # One timer on the request's own future instead of wait_for(shield(...)): no extra task or future.
@@ -294,14 +295,20 @@ class Batcher(LoopTurns):
 
     def _scatter(self, piece: _Piece, outputs: Outputs, offset: int) -> None:
         request, count = piece.request, piece.stop - piece.start
-        target, source = request.results, slice(offset, offset + count)
-        target.logits[piece.start : piece.stop] = outputs.logits[source]
-        target.probabilities[piece.start : piece.stop] = outputs.probabilities[source]
-        target.class_index[piece.start : piece.stop] = outputs.class_index[source]
+        source = slice(offset, offset + count)
+        if count == request.rows.shape[0]:  # the whole request in this chunk (the usual case): no copy, its
+            # rows of the chunk's outputs, which are the batcher's own (Executor.run returns fresh arrays)
+            target = Outputs(outputs.logits[source], outputs.probabilities[source], outputs.class_index[source])
+        else:
+            target = request.results or _empty_outputs(request.rows.shape[0], self)
+            target.logits[piece.start : piece.stop] = outputs.logits[source]
+            target.probabilities[piece.start : piece.stop] = outputs.probabilities[source]
+            target.class_index[piece.start : piece.stop] = outputs.class_index[source]
+        request.results = target
         request.finished += count
         if request.finished == request.rows.shape[0]:
             self._resolve(request, target)
-            self._sample_for_audit(request)
+            self._sample_for_audit(request, target)
 
     def _record_chunk(self, pieces: list[_Piece], rows: int, started: float, finished: float) -> None:
         self._compute_hist.observe(finished - started)
@@ -322,12 +329,12 @@ class Batcher(LoopTurns):
         else:
             request.loop.call_soon_threadsafe(_settle, request, result)
 
-    def _sample_for_audit(self, request: _Request) -> None:
+    def _sample_for_audit(self, request: _Request, served: Outputs) -> None:
         if self.audit_fraction <= 0:
             return
         for index in range(request.rows.shape[0]):
             if self._random.random() < self.audit_fraction:
-                self._audits.append((request.rows[index : index + 1].copy(), request.results.row(index)))
+                self._audits.append((request.rows[index : index + 1].copy(), served.row(index)))
 
     def _audit_one(self) -> None:
         """Re-run one served row alone (padded to C like every forward) and compare its bits."""

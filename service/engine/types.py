@@ -67,7 +67,8 @@ class Executor(Protocol):
         ...
 
     def run(self, rows: Float32Array) -> Outputs:
-        """rows: (N >= 1, *input_shape) float32 -> Outputs with N rows, each from a C-row forward."""
+        """rows: (N >= 1, *input_shape) float32 -> Outputs with N rows, each from a C-row forward, in arrays
+        made for this call: the batcher answers requests with views of them (never reuse them)."""
         ...
 
     def run_plain(self, rows: Float32Array) -> Float32Array:

@@ -20,6 +20,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -85,8 +86,9 @@ class Dispatcher:
             response = await _respond(route, Request(scope, receive))
         response.headers[REQUEST_ID_HEADER] = request_id
         if self.access_log.enabled:
-            fields = _access_fields(scope["method"], route, response.status_code, request_id, None)
-            self.access_log.record(fields, started)
+            self.access_log.record(
+                partial(_access_fields, scope["method"], route, response.status_code, request_id, None), started
+            )
         await response(scope, receive, send)
 
     async def _inference(
@@ -106,7 +108,10 @@ class Dispatcher:
             reply = json_reply({"error": "internal server error"}, 500)
         self.metrics.record_request(call.name, call.version, protocol, reply.status, started)
         if self.access_log.enabled:
-            self.access_log.record(_access_fields(scope["method"], route, reply.status, request_id, call), started)
+            # The line's fields are made at the end of the loop's iteration, with the others (logs.py).
+            self.access_log.record(
+                partial(_access_fields, scope["method"], route, reply.status, request_id, call), started
+            )
         await send_reply(send, reply, request_id)
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, Any], list[str]]:
