@@ -36,7 +36,7 @@ from service.observability.logs import REQUEST_ID_HEADER, AccessLog, request_id_
 from service.observability.metrics import Metrics
 from service.protocols.compression import compressing
 from service.protocols.exchange import Exchange, error_reply, json_reply, send_reply
-from service.protocols.wire import error_response, json_response
+from service.protocols.wire import WHOLE_ANSWER, error_response, json_response
 
 log = logging.getLogger("invariant.dispatch")
 
@@ -65,19 +65,21 @@ class Dispatcher:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, compressing(scope, send))
+            sender = compressing(scope, send)
+            # One message per answer to our own uvicorn protocol, unless compression wraps the sender.
+            await self._http(scope, receive, sender, sender is send and WHOLE_ANSWER in scope)
         elif kind == "lifespan":
             await self.lifespan(scope, receive, send)
         else:  # websocket: no route speaks it; refused before anything reads it
             await send({"type": "websocket.close", "code": 1008})
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send, whole_answer: bool) -> None:
         started = time.perf_counter()
         request_id = request_id_of(scope["headers"])
         route, params, allowed = self.match(scope["method"], _route_path(scope))
         refusal = self.guard.refusal(scope, route.access if route else None)  # before 404/405: reveals nothing
         if route is not None and refusal is None and route.protocol is not None:
-            await self._inference(route, params, scope, receive, send, started, request_id)
+            await self._inference(route, params, scope, receive, send, started, request_id, whole_answer)
             return
         if route is None or refusal is not None:
             response = refusal or _no_route(allowed)
@@ -93,7 +95,7 @@ class Dispatcher:
 
     async def _inference(
         self, route: Route, params: dict[str, Any], scope: Scope, receive: Receive, send: Send, started: float,
-        request_id: str,
+        request_id: str, whole_answer: bool,
     ) -> None:  # fmt: skip
         """The hot path (V1 predict, V2 infer): no framework object; the same metrics, log line and headers."""
         protocol = route.protocol or ""
@@ -112,7 +114,7 @@ class Dispatcher:
             self.access_log.record(
                 partial(_access_fields, scope["method"], route, reply.status, request_id, call), started
             )
-        await send_reply(send, reply, request_id)
+        await send_reply(send, reply, request_id, whole_answer)
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, Any], list[str]]:
         """(route, path parameters, []) for the route serving (method, path); (None, {}, methods) when the path

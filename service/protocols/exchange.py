@@ -11,6 +11,7 @@ is encoded once per version (`wire_of`), not per request.
 
 from __future__ import annotations
 
+import re
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from service.dataplane import CallRecord
 from service.errors import ServiceError
 from service.lifecycle.loader import ServedModel
+from service.protocols.wire import WHOLE_ANSWER
 
 Headers = list[tuple[bytes, bytes]]
 JSON = b"application/json"
@@ -77,8 +79,19 @@ def error_reply(exc: ServiceError) -> Reply:
     return json_reply({"error": exc.message}, exc.status_code, headers)
 
 
-async def send_reply(send: Send, reply: Reply, request_id: str) -> None:
-    """The two ASGI messages of a whole-body answer (compression, if asked, wraps `send`: compression.py)."""
+async def send_reply(send: Send, reply: Reply, request_id: str, whole_answer: bool = False) -> None:
+    """The two ASGI messages of a whole-body answer (compression, if asked, wraps `send`: compression.py);
+    `whole_answer`: one message to our own uvicorn protocol (WHOLE_ANSWER: service/http/protocol.py), whose
+    header lines are encoded and checked here, once per version for the model's."""
+    if whole_answer:
+        lines = b"content-length: %d\r\ncontent-type: %s\r\n%sx-request-id: %s\r\n" % (
+            len(reply.body),
+            reply.content_type,
+            header_lines(reply.headers),
+            request_id.encode(),
+        )  # the request id: checked printable ASCII, or made here (observability/logs.py)
+        await send({"type": WHOLE_ANSWER, "status": reply.status, "headers": lines, "body": reply.body})
+        return
     headers = [
         (b"content-length", str(len(reply.body)).encode()),
         (b"content-type", reply.content_type),
@@ -87,6 +100,33 @@ async def send_reply(send: Send, reply: Reply, request_id: str) -> None:
     ]
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})
+
+
+def header_lines(headers: Headers | tuple[tuple[bytes, bytes], ...]) -> bytes:
+    """b"name: value\r\n" per header, checked as uvicorn checks each header it sends; a version's headers
+    (a tuple, the same object every answer) are encoded once."""
+    if isinstance(headers, tuple):
+        lines = _lines.get(headers)
+        if lines is None:
+            if len(_lines) >= MAX_CACHED_VERSIONS:
+                _lines.clear()
+            lines = _lines[headers] = _encoded_lines(headers)
+        return lines
+    return _encoded_lines(headers)
+
+
+def _encoded_lines(headers: Headers | tuple[tuple[bytes, bytes], ...]) -> bytes:
+    for name, value in headers:
+        if _HEADER_NAME.search(name) or _HEADER_VALUE.search(value):
+            raise RuntimeError(f"invalid header {name!r}")
+    return b"".join(b"%s: %s\r\n" % (name.lower(), value) for name, value in headers)
+
+
+# uvicorn's own checks (httptools_impl HEADER_RE, HEADER_VALUE_RE): no separators or controls in a name, no
+# control but tab in a value.
+_HEADER_NAME = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
+_HEADER_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+_lines: dict[tuple[tuple[bytes, bytes], ...], bytes] = {}
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ log = logging.getLogger("invariant.http")
 # and it fired before the whole body came.
 BODY_DEADLINE_KEY = "invariant.body_deadline"
 BODY_LATE_KEY = "invariant.body_late"
+# and it takes a whole answer as one message of this type (status, the encoded header lines, body).
+WHOLE_ANSWER = "invariant.whole_answer"
 
 Handler = Callable[[Request], Awaitable[Response]]
 
