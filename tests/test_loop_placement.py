@@ -179,3 +179,24 @@ def test_placement_follows_the_measured_forward_unless_set(
     setting: str, forward_ms: float, bound_ms: float, placement: str
 ) -> None:
     assert choose_placement(setting, forward_ms / 1000, bound_ms) == placement
+
+
+def test_a_busy_turn_waits_one_iteration_for_the_next_arrivals_and_a_lone_request_never_waits(
+    recorder: Recorder,
+) -> None:
+    batcher = batcher_of(recorder, "loop")  # C = 4
+
+    async def one_iteration_later(request: np.ndarray) -> object:
+        await asyncio.sleep(0)  # submitted in the next loop iteration, as a request read in the next poll
+        return await batcher.submit(request, 5)
+
+    async def scenario() -> None:
+        await batcher.submit(rows(1, 0), 5)  # alone: its turn runs at once
+        await asyncio.gather(batcher.submit(rows(1, 1), 5), batcher.submit(rows(1, 2), 5))  # one chunk of 2
+        # The last chunk held two requests: this turn waits one iteration, once, and takes the late one too.
+        await asyncio.gather(batcher.submit(rows(1, 3), 5), one_iteration_later(rows(1, 4)))
+        await batcher.submit(rows(1, 5), 5)  # the wait is once per turn: a lone request after it is answered
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    batcher.stop()
+    assert recorder.chunk_rows_used == [1, 2, 2, 1]

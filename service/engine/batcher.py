@@ -79,6 +79,8 @@ class Batcher(LoopTurns):
         self.placement = placement
         self._on_loop = placement == "loop"
         self._turn = None  # loop placement: the scheduled turn, if any (loop_turns.py)
+        self._waited = False
+        self._last_requests = 0
         self.executor = executor
         self.chunk_rows = executor.chunk_rows
         self.max_queue_rows = max_queue_rows

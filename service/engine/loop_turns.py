@@ -4,6 +4,12 @@ For models whose C-row forward is shorter than a thread hand-off (calibration.py
 rows of every request that arrived in one loop iteration share chunks, run by a turn scheduled after the
 callbacks already due. A turn runs chunks for at most TURN_BUDGET_S (at least one), then yields, so that a
 large request never holds the loop longer: other requests' callbacks run, then the next turn.
+
+While the loop is busy (the last chunk held several requests), a turn whose chunk is not full waits one
+loop iteration, once: the requests read in the last poll run behind it and submit before it runs again, so
+a chunk holds two polls' requests instead of one. A C-row forward costs nearly the same for 5 rows as for
+32 (digits MLP: 0.15 ms at 9-32 rows), and at 64 connections the forwards were 29 us of the loop per
+request. A lone client's chunk never waits.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ class LoopTurns:
     """Mixin of Batcher: the turns of the loop placement. The state and the chunk steps are the Batcher's."""
 
     _turn: asyncio.Handle | None
+    _waited: bool  # this turn already waited one iteration for company
+    _last_requests: int  # requests in the last chunk run
     max_queue_delay_s: float
     chunk_rows: int
     failure: str
@@ -54,6 +62,11 @@ class LoopTurns:
 
     def _loop_turn(self) -> None:
         """Chunks for at most TURN_BUDGET_S (at least one), then yield; again while rows wait."""
+        if not self._waited and self._last_requests > 1 and self._queued_rows < self.chunk_rows:
+            self._waited = True  # busy and not full: behind the requests read in the last poll, once
+            self._turn = asyncio.get_running_loop().call_soon(self._loop_turn)
+            return
+        self._waited = False
         self._turn = None
         try:
             deadline = time.perf_counter() + TURN_BUDGET_S
@@ -61,6 +74,7 @@ class LoopTurns:
                 with self._wakeup:
                     pieces = self._take_chunk()
                 self._running = pieces
+                self._last_requests = len(pieces)
                 self._run_chunk(pieces)
                 self._running = []
                 if self._draining:
