@@ -53,7 +53,7 @@ def _flat_rows(rows: list[Any], row_size: int) -> Float32Array | None:
         if type(row) is not list or len(row) != row_size:
             return None
     values = rows[0] if len(rows) == 1 else list(chain.from_iterable(rows))
-    if not set(map(type, values)) <= _NUMBER_TYPES:
+    if _elements_problem(values):
         return None
     return np.frombuffer(array("f", values), dtype=np.float32).reshape(len(rows), row_size)
 

@@ -11,7 +11,6 @@ is encoded once per version (`wire_of`), not per request.
 
 from __future__ import annotations
 
-import re
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
 
 from service.dataplane import CallRecord
 from service.errors import ServiceError
@@ -117,15 +117,11 @@ def header_lines(headers: Headers | tuple[tuple[bytes, bytes], ...]) -> bytes:
 
 def _encoded_lines(headers: Headers | tuple[tuple[bytes, bytes], ...]) -> bytes:
     for name, value in headers:
-        if _HEADER_NAME.search(name) or _HEADER_VALUE.search(value):
+        if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):  # uvicorn's own checks
             raise RuntimeError(f"invalid header {name!r}")
     return b"".join(b"%s: %s\r\n" % (name.lower(), value) for name, value in headers)
 
 
-# uvicorn's own checks (httptools_impl HEADER_RE, HEADER_VALUE_RE): no separators or controls in a name, no
-# control but tab in a value.
-_HEADER_NAME = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
-_HEADER_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 _lines: dict[tuple[tuple[bytes, bytes], ...], bytes] = {}
 
 
