@@ -87,9 +87,10 @@ class TurnBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
     iteration and go out in one write (one write and flush per line were ~6% of the loop's time at 64
     connections). Elsewhere, and on flush/close, lines are written at once.
 
-    AccessLog's lines wait unformatted, as (time, fields), and are formatted together at the end of the
-    iteration: formatting one line between two requests' work took 15 us of the loop's CPU in the server at
-    64 connections (5 us in a tight loop), and the access log cost ~20% of the requests per second."""
+    AccessLog's lines wait unformatted, as AccessParts (time, a function making the fields, duration), and
+    are made and formatted together at the end of the iteration: formatting one line between two requests'
+    work took 15 us of the loop's CPU in the server at 64 connections (5 us in a tight loop), and the access
+    log cost ~20% of the requests per second."""
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)

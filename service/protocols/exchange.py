@@ -84,10 +84,11 @@ async def send_reply(send: Send, reply: Reply, request_id: str, whole_answer: bo
     `whole_answer`: one message to our own uvicorn protocol (WHOLE_ANSWER: service/http/protocol.py), whose
     header lines are encoded and checked here, once per version for the model's."""
     if whole_answer:
-        lines = b"content-length: %d\r\ncontent-type: %s\r\n%sx-request-id: %s\r\n" % (
+        lines = b"content-length: %d\r\ncontent-type: %s\r\n%s%s: %s\r\n" % (
             len(reply.body),
             reply.content_type,
             header_lines(reply.headers),
+            REQUEST_ID,
             request_id.encode(),
         )  # the request id: checked printable ASCII, or made here (observability/logs.py)
         await send({"type": WHOLE_ANSWER, "status": reply.status, "headers": lines, "body": reply.body})
