@@ -196,3 +196,11 @@ def probe(server: RunningServer) -> Iterator[Probe]:
         checked = Probe(server, http, server.log_path.stat().st_size)
         yield checked
         checked.expect_serving()
+
+
+def pair_of(server: RunningServer, name: str, small_chunk_rows: int | None) -> bool:
+    """Whether model `name` serves the shape pair (C_small = 8); when not, the log gives the host's reason."""
+    assert small_chunk_rows in (8, None)
+    if small_chunk_rows is None:
+        assert f"model {name} version 1: shape pair C = 8 and C = 32 differ on this host" in server.log()
+    return small_chunk_rows == 8

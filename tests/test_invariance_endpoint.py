@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from checkpoints import write_checkpoint
-from conftest import RunningServer, start_server, stop_server
+from conftest import RunningServer, pair_of, start_server, stop_server
 
 from models import MLPConfig, load_checkpoint
 from service.engine.executor import TracedCpuExecutor
@@ -56,10 +56,15 @@ def test_row_is_bitwise_identical_alone_and_at_every_position_of_every_batch(
     client = ProbeClient(server.url)
     model = client.model("wide")
     assert model.chunk_rows == 32
-    assert model.small_chunk_rows == 8  # the default pair, proven at load: lone chunks run at C = 8
+    # The default pair (C_small = 8) serves where the self-test proved it at load; a host whose kernels give
+    # 8 rows other bits than 32 (AVX-512 here) serves one shape, and says why.
+    pair = pair_of(server, "wide", model.small_chunk_rows)
     report = check_invariance(client, model, None, seed=7)
     assert report.summary() == f"passed: {report.cases} cases bitwise identical"
-    assert report.batch_sizes == (1, 2, 3, 7, 8, 9, 17, 31, 32, 33, 65)  # both shapes' edges
+    if pair:
+        assert report.batch_sizes == (1, 2, 3, 7, 8, 9, 17, 31, 32, 33, 65)  # both shapes' edges
+    else:
+        assert report.batch_sizes == (1, 2, 3, 31, 32, 33, 65)
     assert report.cases == len(FINITE_CO_ROW_KINDS) * sum(report.batch_sizes)  # every position
 
 

@@ -113,9 +113,16 @@ def test_the_demo_sized_model_serves_with_default_flags_under_each_instruction_s
     assert execution["chunk_rows"] in [32, *candidate_chunk_rows(32)]
     assert execution["chunk_rows_reason"]
     assert index[0]["state"] == "READY"
-    # The lone-latency pair (C_small = 8 by default): measured to agree with C = 32 under all four here.
-    assert execution["small_chunk_rows"] == 8
-    assert execution["small_chunk_rows_reason"].startswith(f"C = 8 and C = {execution['chunk_rows']} give every")
+    # The lone-latency pair (C_small = 8 by default) serves where its self-test passes: it did under all four
+    # on an AVX2 host; on an AVX-512 host 8 rows get other bits than 32 natively and AVX2-capped, and the
+    # model serves one shape, saying so.
+    pair = f"C = 8 and C = {execution['chunk_rows']}"
+    if execution["small_chunk_rows"] == 8:
+        assert execution["small_chunk_rows_reason"].startswith(f"{pair} give every row the same bits")
+    else:
+        assert execution["small_chunk_rows"] is None
+        assert execution["small_chunk_rows_reason"].startswith(f"{pair} differ on this host")
+        assert caps not in (SSE42, PORTABLE_ENVIRONMENT)  # the pair agreed there on every host measured
     if execution["chunk_rows"] != 32:
         assert index[0]["reason"] == execution["chunk_rows_reason"]
         assert "WARNING" in server.log()

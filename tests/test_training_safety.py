@@ -107,6 +107,10 @@ def test_a_full_disk_during_the_write_leaves_no_directory_behind(mount_tmpfs: ob
     assert tree(small) == set()
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_exit_130_and_nothing_written(tmp_path: Path) -> None:
     repository = tmp_path / "repo"
@@ -116,6 +120,9 @@ def test_ctrl_c_is_one_line_exit_130_and_nothing_written(tmp_path: Path) -> None
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        # Ctrl-C's disposition as a terminal gives it: a test run started in the background (`make test &`)
+        # has SIGINT ignored, which the child would inherit, and Python then installs no KeyboardInterrupt.
+        preexec_fn=_sigint_default,  # noqa: PLW1509 (only signal.signal runs in the child, no lock)
     )
     assert process.stderr is not None
     seen = b""
