@@ -25,6 +25,7 @@ from service.observability.logs import (
     JsonFormatter,
     TextFormatter,
     TurnBufferedHandler,
+    _message,
     request_id_of,
 )
 
@@ -59,6 +60,14 @@ def test_the_direct_access_line_is_the_line_logging_makes(formatter: logging.For
     record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
     direct = formatter.format_access(created, "INFO", ACCESS_LOGGER, dict(FIELDS))  # type: ignore[attr-defined]
     assert direct == formatter.format(record)
+
+
+def test_an_access_message_is_key_equals_value_in_field_order() -> None:
+    fields = {**FIELDS, "queue_ms": 0.085, "compute_ms": 1.0, "model": "m%s", "odd%key": "x"}
+    expected = " ".join(f"{key}={value}" for key, value in fields.items())
+    assert _message(fields) == expected
+    assert _message(fields) == expected  # the template made on the first line serves the second alike
+    assert _message(dict(FIELDS)) == "method=POST route=/v1/models/{name}:predict status=200 request_id=r-1 rows=3"
 
 
 @pytest.fixture

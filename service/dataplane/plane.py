@@ -17,8 +17,7 @@ import numpy as np
 from service.dataplane import receipts as receipts_of
 from service.dataplane.offload import OFFLOAD_BYTES, beside_loop_if
 from service.dataplane.requests import InferRequest, NestedRows, output_names
-from service.dataplane.rows import all_finite
-from service.engine.types import Float32Array, Outputs, RequestTiming
+from service.engine.types import Outputs, RequestTiming, all_finite
 from service.errors import BadRequest, UnprocessableEntity
 from service.lifecycle.loader import ServedModel
 from service.lifecycle.registry import ModelRegistry
@@ -92,7 +91,7 @@ class DataPlane:
         # No await between the lookup and the enqueue: a version retired meanwhile still has these rows.
         outputs = await found.batcher.submit(rows, self.request_timeout_s, call.timing)
         call.rows = int(outputs.class_index.shape[0])
-        _refuse_non_finite(outputs.logits)
+        _refuse_non_finite(outputs)
         return Answer(found, outputs, await receipts_of.issue(self.receipts, found, request, rows, outputs))
 
     async def verify_receipt(self, receipt: Receipt, row: NestedRows) -> Verdict:
@@ -134,10 +133,11 @@ class DataPlane:
         await self.registry.unload(name)
 
 
-def _refuse_non_finite(logits: Float32Array) -> None:
+def _refuse_non_finite(outputs: Outputs) -> None:
     """Finite inputs can still overflow inside the model (64 x 3.4e38): NaN logits would give every class
     probability NaN and label 0 with status 200. A 422 naming the rows instead, never a confident label."""
-    if all_finite(logits):  # the usual case: one check, no index arrays
+    logits = outputs.logits
+    if outputs.finite or all_finite(logits):  # the usual case: checked with its chunk, or one check here
         return
     bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
     if bad.size:

@@ -16,7 +16,7 @@ import numpy as np
 
 from models.preprocess import Preprocessing
 from service.dataplane.raw_rows import encode_raw_rows
-from service.engine.types import Float32Array
+from service.engine.types import Float32Array, all_finite
 from service.errors import BadRequest
 
 # bool is deliberately absent: JSON true/false is not a feature value, although numpy would take it as 1/0.
@@ -208,12 +208,6 @@ def finite_rows(array: Float32Array, what: str) -> Float32Array:
         row = int(np.argmin(finite))
         raise BadRequest(f"{what} row {row}: contains NaN or Infinity (or a value beyond float32's range)")
     return array
-
-
-def all_finite(array: Float32Array) -> bool:
-    """Whether no value is NaN or infinite: one float64 sum (NaN and inf carry through it; finite float32
-    values cannot overflow it), no boolean array as np.isfinite(array).all() makes."""
-    return math.isfinite(np.add.reduce(array, axis=None, dtype=np.float64))
 
 
 def _row_problem(row: Any, shape: tuple[int, ...], row_size: int) -> str:

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.engine.loop_turns import LoopTurns
-from service.engine.types import Executor, Float32Array, Outputs, RequestTiming
+from service.engine.types import Executor, Float32Array, Outputs, RequestTiming, all_finite
 from service.errors import NotReady, Overloaded, PayloadTooLarge, RequestTimeout
-from service.observability.metrics import Metrics
+from service.observability.metrics import Metrics, observer
 
 log = logging.getLogger("invariant.batcher")
 AUDIT_BACKLOG = 256
@@ -104,10 +104,10 @@ class Batcher(LoopTurns):
         self._thread = threading.Thread(target=self._compute_loop, name=f"batcher-{labels[0]}", daemon=True)
         # Children resolved once: labels() costs a lock and a dict lookup per call.
         self._queue_gauge = metrics.queue_rows.labels(*labels)
-        self._compute_hist = metrics.compute_seconds.labels(*labels)
-        self._chunk_hist = metrics.chunk_rows.labels(*labels)
-        self._padding_hist = metrics.padding_fraction.labels(*labels)
-        self._queue_hist = metrics.queue_seconds.labels(*labels)
+        self._compute_seconds = observer(metrics.compute_seconds.labels(*labels))
+        self._chunk_rows_seen = observer(metrics.chunk_rows.labels(*labels))
+        self._padding_seen = observer(metrics.padding_fraction.labels(*labels))
+        self._queue_seconds = observer(metrics.queue_seconds.labels(*labels))
 
     def start(self) -> None:
         if not self._on_loop:
@@ -290,17 +290,23 @@ class Batcher(LoopTurns):
             return
         finished = time.perf_counter()
         self._record_chunk(pieces, rows.shape[0], started, finished)
+        finite = all_finite(outputs.logits)  # once per chunk, not once per request (the data plane's 422 check)
         offset = 0
         for piece in pieces:
-            self._scatter(piece, outputs, offset)
+            self._scatter(piece, outputs, offset, finite)
             offset += piece.stop - piece.start
 
-    def _scatter(self, piece: _Piece, outputs: Outputs, offset: int) -> None:
+    def _scatter(self, piece: _Piece, outputs: Outputs, offset: int, finite: bool) -> None:
         request, count = piece.request, piece.stop - piece.start
         source = slice(offset, offset + count)
         if count == request.rows.shape[0]:  # the whole request in this chunk (the usual case): no copy, its
             # rows of the chunk's outputs, which are the batcher's own (Executor.run returns fresh arrays)
-            target = Outputs(outputs.logits[source], outputs.probabilities[source], outputs.class_index[source])
+            logits, probabilities, index = (
+                outputs.logits[source],
+                outputs.probabilities[source],
+                outputs.class_index[source],
+            )
+            target = Outputs(logits, probabilities, index, finite)
         else:
             target = request.results or _empty_outputs(request.rows.shape[0], self)
             target.logits[piece.start : piece.stop] = outputs.logits[source]
@@ -313,13 +319,13 @@ class Batcher(LoopTurns):
             self._sample_for_audit(request, target)
 
     def _record_chunk(self, pieces: list[_Piece], rows: int, started: float, finished: float) -> None:
-        self._compute_hist.observe(finished - started)
-        self._chunk_hist.observe(rows)
-        self._padding_hist.observe(1 - rows / self.chunk_rows)
+        self._compute_seconds(finished - started)
+        self._chunk_rows_seen(rows)
+        self._padding_seen(1 - rows / self.chunk_rows)
         for piece in pieces:
             timing = piece.request.timing
             if piece.start == 0:
-                self._queue_hist.observe(started - piece.request.enqueued_at)
+                self._queue_seconds(started - piece.request.enqueued_at)
                 if timing is not None:
                     timing.queue_s = started - piece.request.enqueued_at
             if timing is not None:
@@ -351,6 +357,8 @@ class Batcher(LoopTurns):
 def fair_shares(remaining: list[int], free: int) -> list[int]:
     """Rows each request gets in a chunk of `free` rows: equal shares (in queue order when they do not
     divide), a request needing less than its share leaves the rest to the others. Sums to min(free, total)."""
+    if sum(remaining) <= free:  # everyone fits (small requests, the usual chunk): each gets all its rows
+        return list(remaining)
     shares = [0] * len(remaining)
     hungry = [i for i, rows in enumerate(remaining) if rows]
     while free and hungry:

@@ -4,6 +4,7 @@ without loading torch; a non-torch executor (ONNX Runtime) implements the same p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -15,13 +16,22 @@ Int64Array = npt.NDArray[np.int64]
 ChunkResult = tuple[Float32Array, Float32Array, Int64Array]  # logits (n, K), probabilities (n, K), argmax (n,)
 
 
+def all_finite(array: npt.NDArray[Any]) -> bool:
+    """Whether no value is NaN or infinite: one float64 sum (NaN and inf carry through it; finite float32
+    values cannot overflow it), no boolean array as np.isfinite(array).all() makes."""
+    return math.isfinite(np.add.reduce(array, axis=None, dtype=np.float64))
+
+
 @dataclass(frozen=True)
 class Outputs:
-    """Per-row results, all computed from the same fixed-shape forward. Shapes: (N, K), (N, K), (N,)."""
+    """Per-row results, all computed from the same fixed-shape forward. Shapes: (N, K), (N, K), (N,).
+    `finite`: True when every logit is known to be finite (the batcher checks each chunk's logits once);
+    False: not known, check them."""
 
     logits: Float32Array
     probabilities: Float32Array
     class_index: Int64Array
+    finite: bool = False
 
     def row(self, index: int) -> Outputs:
         return Outputs(

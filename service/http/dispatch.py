@@ -39,6 +39,7 @@ from service.protocols.exchange import Exchange, error_reply, json_reply, send_r
 from service.protocols.wire import WHOLE_ANSWER, error_response, json_response
 
 log = logging.getLogger("invariant.dispatch")
+MATCHES_KEPT = 1024  # (method, path) pairs whose route is remembered (Dispatcher.match)
 
 
 class Dispatcher:
@@ -61,6 +62,10 @@ class Dispatcher:
         self._patterns: list[tuple[str, re.Pattern[str], Route]] = [
             (r.path, compile_path(r.path)[0], r) for r in self.routes
         ]
+        # (method, path) -> match()'s answer: the table never changes, and a request's path is one of a few
+        # (a route per model) far more often than not. Cleared when full: a client sending ever new paths
+        # costs a walk of the table per request, as without it, and never more than MATCHES_KEPT entries.
+        self._matches: dict[tuple[str, str], tuple[Route | None, dict[str, Any], list[str]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -123,6 +128,16 @@ class Dispatcher:
         The first path template in table order that matches owns the path: "/v1/models/tiny:predict" belongs
         to predict (so GET gets 405) although "/v1/models/{name}" would also match it.
         """
+        key = (method, path)
+        found = self._matches.get(key)
+        if found is None:
+            if len(self._matches) >= MATCHES_KEPT:
+                self._matches.clear()
+            found = self._matches[key] = self._walk(method, path)
+        route, params, allowed = found
+        return route, dict(params), list(allowed)  # the caller's own: a handler may change them
+
+    def _walk(self, method: str, path: str) -> tuple[Route | None, dict[str, Any], list[str]]:
         owner: str | None = None
         params: dict[str, Any] = {}
         allowed: list[str] = []
@@ -144,23 +159,23 @@ def _access_fields(
     method: str, route: Route | None, status: int, request_id: str, call: CallRecord | None
 ) -> dict[str, Any]:
     """The access line's fields: only values the server defines, and the checked request id."""
-    fields: dict[str, Any] = {
-        "method": method if method in _METHODS else "OTHER",
-        "route": route.path if route is not None else "-",  # the template: the raw path may hold anything
+    method = method if method in _METHODS else "OTHER"
+    path = route.path if route is not None else "-"  # the template: the raw path may hold anything
+    if call is None:
+        return {"method": method, "route": path, "status": status, "request_id": request_id}
+    timing = call.timing
+    return {
+        "method": method,
+        "route": path,
         "status": status,
         "request_id": request_id,
+        "protocol": call.protocol,
+        "model": call.name,
+        "version": call.version,
+        "rows": call.rows,
+        "queue_ms": round(timing.queue_s * 1000, 3),
+        "compute_ms": round(timing.compute_s * 1000, 3),
     }
-    if call is not None:
-        timing = call.timing
-        fields |= {
-            "protocol": call.protocol,
-            "model": call.name,
-            "version": call.version,
-            "rows": call.rows,
-            "queue_ms": round(timing.queue_s * 1000, 3),
-            "compute_ms": round(timing.compute_s * 1000, 3),
-        }
-    return fields
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})

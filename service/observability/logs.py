@@ -79,7 +79,7 @@ class TextFormatter(logging.Formatter):
 
     def format_access(self, created: float, level: str, logger: str, fields: dict[str, Any]) -> str:
         """What format() makes of an access LogRecord with these parts (AccessLog's fast path)."""
-        return f"{self._time(created, _msecs(created))} {level} {logger}: {_AccessMessage(fields)}"
+        return f"{self._time(created, _msecs(created))} {level} {logger}: {_message(fields)}"
 
 
 class TurnBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -194,7 +194,7 @@ def configure_logging(level: str, log_format: LogFormat = "text") -> None:
 def request_id_of(raw_headers: list[tuple[bytes, bytes]]) -> str:
     """The client's X-Request-Id when it is 1-128 printable ASCII characters, else a new random one."""
     for key, value in raw_headers:
-        if key.lower() == b"x-request-id":
+        if key == b"x-request-id":  # uvicorn lower-cases header names
             if _REQUEST_ID.fullmatch(value):
                 return value.decode("ascii")
             break
@@ -279,4 +279,20 @@ class _AccessMessage:
         self.fields = fields
 
     def __str__(self) -> str:
-        return " ".join([f"{key}={value}" for key, value in self.fields.items()])  # a list: join needs one anyway
+        return _message(self.fields)
+
+
+MAX_TEMPLATES = 64  # access lines have two sets of keys (with a model and without); a bound all the same
+_templates: dict[tuple[str, ...], str] = {}
+
+
+def _message(fields: dict[str, Any]) -> str:
+    """`key=value ...`: one %-format with a template made once per set of keys, not an f-string per field
+    (a third less time per line in a tight loop)."""
+    keys = tuple(fields)
+    template = _templates.get(keys)
+    if template is None:
+        if len(_templates) >= MAX_TEMPLATES:
+            _templates.clear()
+        template = _templates[keys] = " ".join(key.replace("%", "%%") + "=%s" for key in keys)
+    return template % tuple(fields.values())

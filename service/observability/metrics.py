@@ -12,7 +12,8 @@ import functools
 import os
 import re
 import time
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ class Metrics:
         # Powers of two cover every C (fixed, per-device default, or calibrated per model); a fixed C too.
         row_buckets = tuple(sorted({2**power for power in range(13)} | ({chunk_rows} if chunk_rows else set())))
         self._counters: dict[tuple[str, str, str, str], Any] = {}
-        self._histograms: dict[tuple[str, str, str], Any] = {}
+        self._histograms: dict[tuple[str, str, str], Callable[[float], None]] = {}
         self.requests = Counter(
             "invariant_requests", "Inference requests", (*MODEL, "protocol", "status"), registry=own
         )
@@ -140,10 +141,10 @@ class Metrics:
         """One inference call, counted with the status its client was sent. Every label is a value the server
         defines (a known model name or "<unknown>", a served version or "unknown", a protocol, a status)."""
         key = (name, version, protocol)
-        histogram = self._histograms.get(key)
-        if histogram is None:  # labels() costs a lock and a dict lookup: once per label set, not per request
-            histogram = self._histograms[key] = self.request_seconds.labels(*key)
-        histogram.observe(time.perf_counter() - started)
+        observe = self._histograms.get(key)
+        if observe is None:  # labels() costs a lock and a dict lookup: once per label set, not per request
+            observe = self._histograms[key] = observer(self.request_seconds.labels(*key))
+        observe(time.perf_counter() - started)
         counter_key = (*key, str(status))
         counter = self._counters.get(counter_key)
         if counter is None:
@@ -158,6 +159,25 @@ class Metrics:
             registry.register(WorkerProcesses(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])))
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def observer(child: Histogram) -> Callable[[float], None]:
+    """`child.observe` for one labelled histogram child, as the hot path calls it: the bucket found by bisection
+    instead of prometheus-client's walk over every bound, and no per-call checks (the child is a labelled one,
+    never an exemplar). The same values change (the sum, then the one bucket prometheus-client counts the
+    amount in: the first bound >= amount), in memory or in the multiprocess files alike; tests/test_metrics.py
+    compares the two exposition texts. ~1 us less per observation; two per request."""
+    bounds: list[float] = child._upper_bounds  # ascending, the last +Inf
+    buckets = child._buckets
+    total = child._sum
+    if len(bounds) != len(buckets) or bounds[-1] != float("inf"):
+        raise RuntimeError("prometheus-client's Histogram is not laid out as observer() expects")
+
+    def observe(amount: float) -> None:
+        total.inc(amount)
+        buckets[bisect_left(bounds, amount)].inc(1)
+
+    return observe
 
 
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
