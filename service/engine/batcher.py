@@ -301,12 +301,7 @@ class Batcher(LoopTurns):
         source = slice(offset, offset + count)
         if count == request.rows.shape[0]:  # the whole request in this chunk (the usual case): no copy, its
             # rows of the chunk's outputs, which are the batcher's own (Executor.run returns fresh arrays)
-            logits, probabilities, index = (
-                outputs.logits[source],
-                outputs.probabilities[source],
-                outputs.class_index[source],
-            )
-            target = Outputs(logits, probabilities, index, finite)
+            target = Outputs(outputs.logits[source], outputs.probabilities[source], outputs.class_index[source], finite)
         else:
             target = request.results or _empty_outputs(request.rows.shape[0], self)
             target.logits[piece.start : piece.stop] = outputs.logits[source]
