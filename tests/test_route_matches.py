@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.http.app import create_app
-from service.http.dispatch import MATCHES_KEPT, Dispatcher
+from service.http.dispatch import MATCHED_PATH_CHARS, MATCHES_KEPT, Dispatcher
 from service.settings import Settings
 
 
@@ -57,3 +57,12 @@ def test_remembered_matches_are_bounded(dispatcher: Dispatcher) -> None:
         assert params == {"name": f"m{index}"}
         assert len(dispatcher._matches) <= MATCHES_KEPT
     assert dispatcher.match("POST", "/v1/models/m7:predict")[1] == {"name": "m7"}
+
+
+def test_a_long_path_is_matched_and_not_remembered(dispatcher: Dispatcher) -> None:
+    dispatcher._matches.clear()
+    name = "m" * MATCHED_PATH_CHARS
+    route, params, _ = dispatcher.match("POST", f"/v1/models/{name}:predict")
+    assert route is not None
+    assert params == {"name": name}
+    assert dispatcher._matches == {}

@@ -40,6 +40,7 @@ from service.protocols.wire import WHOLE_ANSWER, error_response, json_response
 
 log = logging.getLogger("invariant.dispatch")
 MATCHES_KEPT = 1024  # (method, path) pairs whose route is remembered (Dispatcher.match)
+MATCHED_PATH_CHARS = 256  # longer paths are matched every time, not remembered
 
 
 class Dispatcher:
@@ -128,6 +129,8 @@ class Dispatcher:
         The first path template in table order that matches owns the path: "/v1/models/tiny:predict" belongs
         to predict (so GET gets 405) although "/v1/models/{name}" would also match it.
         """
+        if len(path) > MATCHED_PATH_CHARS:  # never remembered: the memory held stays small whatever comes
+            return self._walk(method, path)
         key = (method, path)
         found = self._matches.get(key)
         if found is None:
