@@ -4,9 +4,10 @@ A chunk of at most C_small rows runs as one C_small-row forward, a larger one in
 of the two ran cannot show in a row's bits only if they agree, row by row, at every position and beside any
 co-rows: the self-test proves that on the host before the pair serves (service/guarantee/shape.py
 `prove_pair`, which runs the ordinary self-test through this executor at both shapes' batch sizes), and
-a pair that is not proven is not used. Measured (docs/numerics.md): C_small = 8 with C_large = 32 agrees for
-the digits MLP, the 784-1024-1024 MLP and the CNN natively, AVX2- and SSE4.2-capped and under portable
-numerics; C_small = 4 agrees except under portable numerics.
+a pair that is not proven is not used. Measured (docs/numerics.md): on an AVX2 host C_small = 8 with
+C_large = 32 agrees for the digits MLP, the 784-1024-1024 MLP and the CNN natively, AVX2- and SSE4.2-capped
+and under portable numerics (C_small = 4 except under portable numerics); on an AVX-512 host not natively
+for the two MLPs, which then serve one shape.
 """
 
 from __future__ import annotations
